@@ -1,0 +1,85 @@
+"""Numbers of the 9P protocol (intro(5), version(5), the 9P2000.u and .L drafts)."""
+
+# Dialect names exactly as they travel in Tversion/Rversion.
+P9_2000 = "9P2000"
+P9_2000_U = "9P2000.u"
+P9_2000_L = "9P2000.L"
+DIALECTS = (P9_2000, P9_2000_U, P9_2000_L)
+
+NOTAG = 0xFFFF
+NOFID = 0xFFFFFFFF
+NONUNAME = 0xFFFFFFFF  # n_uname "none" in .u/.L Tauth/Tattach
+MAXWELEM = 16
+IOHDRSZ = 24  # Twrite/Rread header: what msize loses to framing
+HEADER_SIZE = 7  # size[4] type[1] tag[2]
+
+# Topen modes (open(5)).
+OREAD, OWRITE, ORDWR, OEXEC = 0, 1, 2, 3
+OTRUNC = 0x10
+ORCLOSE = 0x40
+# OEXCL (0x1000) does not fit mode[1]: it is a client-side flag. A Tcreate of a
+# name that exists already fails on the server, which is what O_EXCL needs.
+OEXCL = 0x1000
+
+# Dir.mode bits (stat(5)); the .u bits follow.
+DMDIR = 0x80000000
+DMAPPEND = 0x40000000
+DMEXCL = 0x20000000
+DMMOUNT = 0x10000000
+DMAUTH = 0x08000000
+DMTMP = 0x04000000
+DMSYMLINK = 0x02000000
+DMLINK = 0x01000000
+DMDEVICE = 0x00800000
+DMNAMEDPIPE = 0x00200000
+DMSOCKET = 0x00100000
+DMSETUID = 0x00080000
+DMSETGID = 0x00040000
+DMSETVTX = 0x00010000
+
+# Qid.type bits.
+QTDIR = 0x80
+QTAPPEND = 0x40
+QTEXCL = 0x20
+QTMOUNT = 0x10
+QTAUTH = 0x08
+QTTMP = 0x04
+QTSYMLINK = 0x02
+QTLINK = 0x01
+QTFILE = 0x00
+
+# 9P2000.L Tgetattr request_mask / Rgetattr valid.
+GETATTR_MODE = 0x1
+GETATTR_NLINK = 0x2
+GETATTR_UID = 0x4
+GETATTR_GID = 0x8
+GETATTR_RDEV = 0x10
+GETATTR_ATIME = 0x20
+GETATTR_MTIME = 0x40
+GETATTR_CTIME = 0x80
+GETATTR_INO = 0x100
+GETATTR_SIZE = 0x200
+GETATTR_BLOCKS = 0x400
+GETATTR_BASIC = 0x7FF
+GETATTR_BTIME = 0x800
+GETATTR_GEN = 0x1000
+GETATTR_DATA_VERSION = 0x2000
+GETATTR_ALL = 0x3FFF
+
+# 9P2000.L Tsetattr valid.
+SETATTR_MODE = 0x1
+SETATTR_UID = 0x2
+SETATTR_GID = 0x4
+SETATTR_SIZE = 0x8
+SETATTR_ATIME = 0x10
+SETATTR_MTIME = 0x20
+SETATTR_CTIME = 0x40
+SETATTR_ATIME_SET = 0x80
+SETATTR_MTIME_SET = 0x100
+
+AT_REMOVEDIR = 0x200  # Tunlinkat flags
+
+# Tlock type / flags / Rlock status.
+LOCK_TYPE_RDLCK, LOCK_TYPE_WRLCK, LOCK_TYPE_UNLCK = 0, 1, 2
+LOCK_FLAGS_BLOCK, LOCK_FLAGS_RECLAIM = 1, 2
+LOCK_SUCCESS, LOCK_BLOCKED, LOCK_ERROR, LOCK_GRACE = 0, 1, 2, 3
