@@ -142,8 +142,12 @@ _TEXT_FOR = {
 }
 
 
-def errno_for(ename: str) -> int:
-    """The Linux errno that best says what a 9P error string means (never 0)."""
+def errno_for(ename: str, default: int | None = E.EIO) -> int | None:
+    """The Linux errno that best says what a 9P error string means (never 0).
+
+    Text no table or phrase knows gives `default`: EIO, or None for a caller that has
+    a number of its own to fall back on (a .u errno).
+    """
     text = ename.strip().lower()
     n = _BY_TEXT.get(text)
     if n:
@@ -151,7 +155,7 @@ def errno_for(ename: str) -> int:
     for phrase, n in _PHRASES:
         if phrase in text:
             return n
-    return E.EIO
+    return default
 
 
 def ename_for(errno: int) -> str:

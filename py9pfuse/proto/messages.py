@@ -6,7 +6,8 @@ errno, Tcreate's extension) names those dialects and has a default, so the same
 message class serves every dialect and `decode(encode(m, d), d) == m` holds for a
 message whose dialect-only fields are at their defaults where the dialect lacks them.
 
-Field kinds: u8 u16 u32 u64 (little-endian), qid (13 bytes), str (len[2] UTF-8),
+Field kinds: u8 u16 u32 u64 (little-endian), u32? (a last u32 that may be absent:
+None), qid (13 bytes), str (len[2] UTF-8),
 wnames (n[2] then n strings, n <= 16), wqids (n[2] then n qids, n <= 16),
 data (count[4] then count bytes; count is derived from the bytes), stat (n[2] then
 one stat record, laid out by dialect).
@@ -42,8 +43,9 @@ _TABLE: list[tuple[int, str, tuple, list]] = [
     (104, "Tattach", ALL, [("fid", "u32"), ("afid", "u32"), ("uname", "str"), ("aname", "str"),
                            ("n_uname", "u32", NONUNAME, UL)]),
     (105, "Rattach", ALL, [("qid", "qid")]),
-    # In .L a type-107 reply carries only an errno (nfs-ganesha sends it; Linux reads it so).
-    (107, "Rerror", ALL, [("ename", "str", "", CLASSIC), ("errno", "u32", 0, UL)]),
+    # In .L a type-107 reply carries only an errno (nfs-ganesha sends it; Linux reads it
+    # so). The .u errno is optional: py9p leaves it out of some of its Rerrors.
+    (107, "Rerror", ALL, [("ename", "str", "", CLASSIC), ("errno", "u32?", None, UL)]),
     (108, "Tflush", ALL, [("oldtag", "u16")]),
     (109, "Rflush", ALL, []),
     (110, "Twalk", ALL, [("fid", "u32"), ("newfid", "u32"), ("wnames", "wnames")]),
@@ -126,7 +128,7 @@ _TABLE: list[tuple[int, str, tuple, list]] = [
     (77, "Runlinkat", L, []),
 ]
 
-_PYTYPES = {"u8": int, "u16": int, "u32": int, "u64": int, "qid": Qid, "str": str,
+_PYTYPES = {"u8": int, "u16": int, "u32": int, "u64": int, "u32?": int, "qid": Qid, "str": str,
             "wnames": list, "wqids": list, "data": bytes, "stat": Stat}
 
 
@@ -204,6 +206,8 @@ def _decode_fields(layout: _Layout, r: Reader, dialect: str) -> dict[str, Any]:
                     i += 1
         elif kind == "str":
             kw[step[1]] = r.string(step[1])
+        elif kind == "u32?":
+            kw[step[1]] = r.u32(step[1]) if r.pos < r.end else None
         elif kind == "data":
             kw[step[1]] = r.take(r.u32("count"), "data")
         elif kind == "wnames":
@@ -242,6 +246,9 @@ def _encode_fields(layout: _Layout, msg: Message, dialect: str, out: list) -> No
         v = getattr(msg, step[1])
         if kind == "str":
             out.append(encode_str(v))
+        elif kind == "u32?":
+            if v is not None:
+                out.append(U32.pack(v))
         elif kind == "data":
             out.append(U32.pack(len(v)))
             out.append(v)

@@ -33,7 +33,7 @@ class Stat:
     uid: str
     gid: str
     muid: str
-    extension: str = ""
+    extension: str | None = ""  # None: a .u record without its .u part (py9p -D sends them)
     n_uid: int = NONUNAME
     n_gid: int = NONUNAME
     n_muid: int = NONUNAME
@@ -56,7 +56,7 @@ def pack_stat(st: Stat, dialect: str) -> bytes:
     try:
         body = [_STAT_FIXED.pack(st.type, st.dev, *st.qid, st.mode, st.atime, st.mtime, st.length),
                 encode_str(st.name), encode_str(st.uid), encode_str(st.gid), encode_str(st.muid)]
-        if dialect == P9_2000_U:
+        if dialect == P9_2000_U and st.extension is not None:
             body += [encode_str(st.extension), _STAT_U_TAIL.pack(st.n_uid, st.n_gid, st.n_muid)]
     except struct.error as e:
         raise ProtocolError(f"stat {st.name!r}: {e}") from None
@@ -75,7 +75,9 @@ def read_stat(r: Reader, dialect: str) -> Stat:
     t, dev, qt, qv, qp, mode, atime, mtime, length = inner.fixed(_STAT_FIXED, "stat fields")
     names = [inner.string(f) for f in ("name", "uid", "gid", "muid")]
     st = Stat(t, dev, Qid(qt, qv, qp), mode, atime, mtime, length, *names)
-    if dialect == P9_2000_U:
+    if dialect == P9_2000_U and inner.pos == end:
+        st.extension = None  # a plain 9P2000 record on a .u connection: tolerated
+    elif dialect == P9_2000_U:
         st.extension = inner.string("extension")
         st.n_uid, st.n_gid, st.n_muid = inner.fixed(_STAT_U_TAIL, "n_uid n_gid n_muid")
     if inner.pos != end:

@@ -72,7 +72,7 @@ def fmt_message(m: Message, redact: bool = False) -> str:
     if n in ("Rauth", "Rattach"):
         return f"{n} tag {t} qid {fmt_qid(g('aqid') if n == 'Rauth' else m.qid)}"
     if n == "Rerror":
-        return f"Rerror tag {t} ename {m.ename}" + (f" errno {m.errno}" if m.errno else "")
+        return f"Rerror tag {t} ename {m.ename}" + (f" errno {m.errno}" if m.errno is not None else "")
     if n == "Tflush":
         return f"Tflush tag {t} oldtag {m.oldtag}"
     if n == "Twalk":

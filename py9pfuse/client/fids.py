@@ -1,0 +1,55 @@
+"""Fid numbers, and what the client knows about each fid."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from ..proto import IOHDRSZ, NOFID, Qid
+
+
+@dataclass(slots=True)
+class Fid:
+    """A fid the server knows. `iounit` and `mode` are set once it is opened."""
+
+    num: int
+    qid: Qid
+    iounit: int = 0
+    mode: int | None = None  # the open mode (9P2000) or flags (.L); None: walked, not open
+
+    @property
+    def is_open(self) -> bool:
+        return self.mode is not None
+
+
+class FidPool:
+    """Hands out fid numbers, lowest first, and takes one back only after Rclunk/Rremove.
+
+    Reusing a number before the server has forgotten it would make the next Twalk or
+    Tattach fail with "fid in use" or, worse, act on the old file.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[int] = []
+        self._next = 0
+        self.live = 0  # fids the server holds for us (a leak shows here)
+
+    def alloc(self) -> int:
+        self.live += 1
+        if self._free:
+            return heapq.heappop(self._free)
+        n = self._next
+        if n >= NOFID:
+            raise OSError(24, "out of fid numbers")
+        self._next += 1
+        return n
+
+    def release(self, n: int) -> None:
+        self.live -= 1
+        heapq.heappush(self._free, n)
+
+
+def effective_iounit(iounit: int, msize: int) -> int:
+    """Bytes one Tread/Twrite may carry: iounit 0 means msize-24, and never above it."""
+    limit = msize - IOHDRSZ
+    return min(iounit, limit) if iounit else limit

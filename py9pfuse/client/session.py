@@ -1,0 +1,517 @@
+"""One 9P connection carrying many requests at once.
+
+A single reader task takes every reply off the stream and hands it to the request
+with the same tag, so replies may come in any order (diod and nfs-ganesha reorder
+them) and a read that blocks on the server blocks only its caller. A request whose
+caller gives up (a trio cancel scope, or its deadline) is flushed: Tflush is sent, the
+tag stays reserved until Rflush, and a reply that beats the Rflush is honoured (a fid
+that a flushed Twalk allocated is clunked).
+"""
+
+from __future__ import annotations
+
+import errno as E
+import math
+import os
+from collections.abc import Callable
+from contextlib import asynccontextmanager, nullcontext
+
+import trio
+
+from ..proto import (HEADER_SIZE, IOHDRSZ, NOFID, NONUNAME, NOTAG, P9_2000, P9_2000_L,
+                     P9_2000_U, Framer, Message, ProtocolError, decode, encode, errno_for,
+                     trace_line)
+from ..proto import messages as m
+from ..proto.messages import HEADER
+from .dial import Address, open_stream, parse
+from .errors import ConnectionLost, DialError, P9Error, ServerError, VersionError
+from .fids import Fid, FidPool, effective_iounit
+
+DEFAULT_MSIZE = 1 << 20
+DEFAULT_WINDOW = 16  # Treads/Twrites in flight for one large read or write
+MIN_MSIZE = 256
+RECV_SIZE = 1 << 18
+_DEFAULT = object()
+MAX_TAG = NOTAG - 1  # NOTAG itself is Tversion's
+
+
+class _Pending:
+    """A request on the wire, waiting for the reply with its tag."""
+
+    __slots__ = ("msg", "done", "reply", "error")
+
+    def __init__(self, msg: Message):
+        self.msg = msg
+        self.done = trio.Event()
+        self.reply: Message | None = None
+        self.error: Exception | None = None
+
+
+class Session:
+    """A negotiated connection: `dialect`, `msize`, the fid pool, and `rpc`.
+
+    Made by `open_session`, which runs the reader task in its nursery.
+    """
+
+    def __init__(self, address: Address, stream: trio.abc.Stream, dialect: str, msize: int, *,
+                 op_timeout: float | None = 30.0, flush_timeout: float = 10.0,
+                 window: int = DEFAULT_WINDOW, trace: Callable[[str], None] | None = None,
+                 log: Callable[[str], None] | None = None, conn_id: int = 0):
+        self.address = address
+        self.stream = stream
+        self.dialect = dialect
+        self.msize = msize
+        self.op_timeout = op_timeout  # for what should not block; reads have none
+        self.flush_timeout = flush_timeout
+        self.window = max(1, window)
+        self.trace = trace
+        self.log = log or (lambda line: None)
+        self.conn_id = conn_id
+        self.fids = FidPool()
+        self.root: Fid | None = None
+        self.stats = {"requests": 0, "flushes": 0, "late_replies": 0, "stray_replies": 0,
+                      "quarantined_tags": 0}
+        self._framer = Framer(msize)
+        self._pending: dict[int, _Pending] = {}
+        self._free_tags = list(range(MAX_TAG, -1, -1))  # pop() gives 0 first
+        self._tag_freed = trio.Event()
+        self._send_lock = trio.Lock()
+        self._broken: ConnectionLost | None = None
+
+    # --- the reader
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                data = await self.stream.receive_some(RECV_SIZE)
+                if not data:
+                    raise ConnectionLost(self.address.text, "the server closed the connection")
+                self._framer.feed(data)
+                for frame in self._framer.frames():
+                    self._dispatch(frame)
+        except ConnectionLost as e:
+            self._fail(e)
+        except ProtocolError as e:
+            self._fail(ConnectionLost(self.address.text, f"the server sent garbage: {e}"))
+        except (trio.BrokenResourceError, OSError) as e:
+            self._fail(ConnectionLost(self.address.text, str(e) or type(e).__name__))
+        except trio.ClosedResourceError:
+            self._fail(ConnectionLost(self.address.text, "closed"))
+
+    def _dispatch(self, frame: bytes) -> None:
+        _, type_, tag = HEADER.unpack_from(frame)
+        p = self._pending.pop(tag, None)
+        if p is None:  # a reply to nothing we asked (or asked and gave up on): not fatal
+            self.stats["stray_replies"] += 1
+            self.log(f"{self.address}: ignored a reply (type {type_}) with unknown tag {tag}")
+            return
+        try:
+            reply = decode(frame, self.dialect)
+        except ProtocolError as e:
+            p.error = P9Error(E.EIO, f"{self.address}: bad reply to {p.msg.NAME}: {e}")
+        else:
+            if self.trace:
+                self.trace(trace_line(reply, self.conn_id))
+            if reply.TYPE != p.msg.TYPE + 1 and reply.NAME not in ("Rerror", "Rlerror"):
+                p.error = P9Error(E.EIO, f"{self.address}: {reply.NAME} in reply to {p.msg.NAME}")
+            p.reply = reply
+        p.done.set()
+
+    def _fail(self, err: ConnectionLost) -> None:
+        """The connection is gone: say so once, and wake every waiter with the error."""
+        if self._broken is None:
+            self._broken = err
+            if str(err).rpartition(": ")[2] != "closed":
+                self.log(str(err))
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p.error = err
+            p.done.set()
+
+    @property
+    def broken(self) -> ConnectionLost | None:
+        return self._broken
+
+    # --- tags and sending
+
+    async def _alloc_tag(self) -> int:
+        while not self._free_tags:
+            self._tag_freed = trio.Event()
+            await self._tag_freed.wait()
+        return self._free_tags.pop()
+
+    def _free_tag(self, tag: int) -> None:
+        self._free_tags.append(tag)
+        self._tag_freed.set()
+
+    async def _start(self, msg: Message) -> _Pending:
+        """Give msg a tag and send it; its reply will land in the returned _Pending."""
+        if self._broken:
+            raise self._broken
+        tag = await self._alloc_tag()
+        msg.tag = tag
+        try:
+            frame = encode(msg, self.dialect)
+        except ProtocolError as e:
+            self._free_tag(tag)
+            raise P9Error(E.EINVAL, f"{self.address}: {e}") from None
+        if len(frame) > self.msize:
+            self._free_tag(tag)
+            raise P9Error(E.EMSGSIZE, f"{self.address}: {msg.NAME} of {len(frame)} bytes is over"
+                                      f" msize {self.msize}")
+        p = _Pending(msg)
+        self._pending[tag] = p
+        try:
+            async with self._send_lock:  # frames must not interleave on the stream
+                if self._broken:
+                    raise self._broken
+                if self.trace:
+                    self.trace(trace_line(msg, self.conn_id))
+                # half a frame would desynchronise the stream for everyone: never cancel
+                # a send midway, but do not wait forever for a server that stopped reading
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(self.flush_timeout + (self.op_timeout or 0)) as cs:
+                        await self.stream.send_all(frame)
+                    if cs.cancelled_caught:
+                        raise ConnectionLost(self.address.text, "the server stopped reading")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            err = e if isinstance(e, ConnectionLost) else ConnectionLost(self.address.text, str(e))
+            self._fail(err)
+            self._pending.pop(tag, None)
+            self._free_tag(tag)
+            raise err from None
+        except BaseException:  # cancelled while waiting to send: never reached the server
+            self._pending.pop(tag, None)
+            self._free_tag(tag)
+            raise
+        self.stats["requests"] += 1
+        return p
+
+    async def rpc(self, msg: Message, *, timeout: float | None | object = _DEFAULT) -> Message:
+        """Send msg and return its reply; ServerError for Rerror/Rlerror.
+
+        timeout: seconds to wait for the reply before flushing the request and failing
+        with ETIMEDOUT (default: op_timeout); None waits for as long as the caller does.
+        """
+        if timeout is _DEFAULT:
+            timeout = self.op_timeout
+        p = await self._start(msg)
+        try:
+            with trio.fail_after(timeout) if timeout else nullcontext():
+                await p.done.wait()
+        except trio.TooSlowError:
+            await self._abandon(p)
+            raise P9Error(E.ETIMEDOUT, f"{self.address}: no reply to {msg.NAME} within"
+                                       f" {timeout:g} s") from None
+        except BaseException:
+            await self._abandon(p)
+            raise
+        self._free_tag(msg.tag)
+        return self._result(p)
+
+    def _result(self, p: _Pending) -> Message:
+        if p.error:
+            raise p.error
+        r = p.reply
+        if r.NAME == "Rlerror":
+            raise ServerError(r.ecode, os.strerror(r.ecode), p.msg.NAME)
+        if r.NAME == "Rerror":
+            if self.dialect == P9_2000_L:  # nfs-ganesha's type-107 errno
+                n = r.errno or E.EIO
+                raise ServerError(n, os.strerror(n), p.msg.NAME)
+            n = errno_for(r.ename, None)
+            if n is None:  # prefer the words; a .u number only when they say nothing known
+                n = r.errno if r.errno and r.errno < 512 else E.EIO
+            raise ServerError(n, r.ename or os.strerror(n), p.msg.NAME)
+        return r
+
+    async def _abandon(self, p: _Pending) -> None:
+        """The caller gave up on p: flush it (flush(5)) and honour a reply that won."""
+        tag = p.msg.tag
+        with trio.CancelScope(shield=True):
+            if not p.done.is_set() and not self._broken:
+                self.stats["flushes"] += 1
+                with trio.move_on_after(self.flush_timeout):
+                    try:
+                        f = await self._start(m.Tflush(tag))
+                        await f.done.wait()
+                        self._free_tag(f.msg.tag)
+                    except P9Error:
+                        pass
+            if not p.done.is_set() and not self._broken:
+                # no Rflush: the server may still answer, so the tag must never be reused
+                self.stats["quarantined_tags"] += 1
+                self.log(f"{self.address}: no Rflush for tag {tag}; tag retired")
+                return
+            self._pending.pop(tag, None)
+            self._free_tag(tag)
+            if p.reply is not None and p.reply.NAME not in ("Rerror", "Rlerror"):
+                self.stats["late_replies"] += 1
+                await self._undo(p.msg, p.reply)
+
+    async def _undo(self, msg: Message, reply: Message) -> None:
+        """A request we flushed succeeded anyway: release what it allocated on the server."""
+        if msg.NAME == "Twalk" and msg.newfid != msg.fid and len(reply.wqids) == len(msg.wnames):
+            # the walker releases the number itself; the server must forget it first
+            with trio.move_on_after(self.flush_timeout):
+                try:
+                    await self.rpc(m.Tclunk(msg.newfid))
+                except P9Error:
+                    pass
+
+    # --- fids
+
+    async def attach(self, uname: str, aname: str, n_uname: int = NONUNAME,
+                     afid: int = NOFID) -> Fid:
+        num = self.fids.alloc()
+        try:
+            r = await self.rpc(m.Tattach(num, afid, uname, aname, n_uname=n_uname))
+        except BaseException:
+            self.fids.release(num)
+            raise
+        self.root = Fid(num, r.qid)
+        return self.root
+
+    async def walk(self, fid: Fid, names: list[str]) -> Fid:
+        """A new fid for fid/names (a clone when names is empty); ENOENT if any is missing.
+
+        Walks of more than 16 names go in chunks, the later ones moving the new fid in
+        place. A partial walk allocates nothing (walk(5)); if an earlier chunk already
+        made the new fid, it is clunked before the error is raised.
+        """
+        new = Fid(self.fids.alloc(), fid.qid)
+        allocated = False
+        chunks = [names[i : i + 16] for i in range(0, len(names), 16)] or [[]]
+        done = 0
+        try:
+            for chunk in chunks:
+                src = new.num if allocated else fid.num
+                r = await self.rpc(m.Twalk(src, new.num, chunk))
+                if len(r.wqids) < len(chunk):
+                    missing = "/".join(names[: done + len(r.wqids) + 1])
+                    raise ServerError(E.ENOENT, f"{missing}: file does not exist", "Twalk")
+                allocated = True
+                done += len(chunk)
+                if r.wqids:
+                    new.qid = r.wqids[-1]
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                if allocated:
+                    await self.clunk(new)
+                else:
+                    self.fids.release(new.num)
+            raise
+        return new
+
+    async def clunk(self, fid: Fid) -> None:
+        """Forget fid. The number is free again once the server has answered, whatever it
+        answered (clunk(5): the fid is gone even when Rclunk is an error)."""
+        try:
+            with trio.CancelScope(shield=True):
+                await self.rpc(m.Tclunk(fid.num))
+        except P9Error:
+            pass
+        finally:
+            if not self._broken:
+                self.fids.release(fid.num)
+
+    async def remove(self, fid: Fid) -> None:
+        """Tremove; the fid is clunked even when the remove fails (remove(5))."""
+        try:
+            await self.rpc(m.Tremove(fid.num))
+        finally:
+            if not self._broken:
+                self.fids.release(fid.num)
+
+    # --- data
+
+    def iounit(self, fid: Fid) -> int:
+        return effective_iounit(fid.iounit, self.msize)
+
+    async def read(self, fid: Fid, offset: int, count: int, *, window: int | None = None,
+                   timeout: float | None = None) -> bytes:
+        """Up to count bytes at offset. Within one iounit this is exactly one Tread (a
+        synthetic file's answer is whatever that one read returns); larger reads go as
+        several Treads in flight and stop at the first short one (end of file)."""
+        unit = self.iounit(fid)
+        if count <= unit:
+            return (await self.rpc(m.Tread(fid.num, offset, count), timeout=timeout)).data
+        n = math.ceil(count / unit)
+        parts: list[bytes | None] = [None] * n
+        short = [n]  # index of the first short piece seen so far
+
+        async def piece(i: int, limiter: trio.Semaphore) -> None:
+            async with limiter:
+                if i > short[0]:
+                    return
+                want = min(unit, count - i * unit)
+                r = await self.rpc(m.Tread(fid.num, offset + i * unit, want), timeout=timeout)
+                parts[i] = r.data
+                if len(r.data) < want:
+                    short[0] = min(short[0], i)
+
+        await self._windowed(n, piece, window)
+        out = []
+        for i in range(min(short[0] + 1, n)):
+            out.append(parts[i])
+        return b"".join(out)
+
+    async def write(self, fid: Fid, offset: int, data: bytes, *, window: int | None = None,
+                    timeout: float | None | object = _DEFAULT) -> int:
+        """Write data at offset; returns the bytes the server took. Within one iounit this
+        is exactly one Twrite with exactly these bytes (a ctl file reads one command per
+        write); larger writes go as several Twrites in flight, counted up to the first
+        short one."""
+        unit = self.iounit(fid)
+        if len(data) <= unit:
+            return (await self.rpc(m.Twrite(fid.num, offset, bytes(data)), timeout=timeout)).count
+        n = math.ceil(len(data) / unit)
+        counts = [0] * n
+        view = memoryview(data)
+
+        async def piece(i: int, limiter: trio.Semaphore) -> None:
+            async with limiter:
+                chunk = bytes(view[i * unit : (i + 1) * unit])
+                r = await self.rpc(m.Twrite(fid.num, offset + i * unit, chunk), timeout=timeout)
+                counts[i] = min(r.count, len(chunk))
+
+        await self._windowed(n, piece, window)
+        total = 0
+        for i, c in enumerate(counts):
+            total += c
+            if c < min(unit, len(data) - i * unit):
+                break
+        return total
+
+    async def _windowed(self, n: int, piece, window: int | None) -> None:
+        limiter = trio.Semaphore(window or self.window)
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(piece, i, limiter)
+
+    # --- closing
+
+    async def aclose(self) -> None:
+        self._fail(ConnectionLost(self.address.text, "closed"))
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()
+
+
+# --- negotiation
+
+
+_PREFERENCE = (P9_2000_L, P9_2000_U, P9_2000)
+
+
+async def _ask_version(stream: trio.abc.Stream, version: str, msize: int,
+                       timeout: float) -> Message | str:
+    """Send Tversion; the Rversion, or a string saying how the server refused or broke."""
+    await stream.send_all(encode(m.Tversion(msize, version, tag=NOTAG), P9_2000))
+    framer = Framer(DEFAULT_MSIZE)
+    with trio.move_on_after(timeout):
+        while (frame := framer.next_frame()) is None:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                raise ConnectionLost("", "the server closed the connection")
+            framer.feed(data)
+        _, type_, _ = HEADER.unpack_from(frame)
+        if type_ == m.Rversion.TYPE:
+            return decode(frame, P9_2000)
+        if type_ in (m.Rerror.TYPE, m.Rlerror.TYPE):
+            body = frame[HEADER_SIZE:]
+            if len(body) == 4:  # Rlerror, or nfs-ganesha's errno-only type 107
+                return f"refused: {os.strerror(int.from_bytes(body, 'little'))}"
+            try:  # an Rerror; aio9p puts an exception's text there
+                return f"refused: {decode(frame, P9_2000).ename.strip()}"
+            except ProtocolError:
+                return "refused with a malformed error"
+        raise ProtocolError(f"message type {type_} in reply to Tversion")
+    raise trio.TooSlowError
+
+
+async def negotiate(address: Address, *, version: str | None = None, msize: int = DEFAULT_MSIZE,
+                    timeout: float = 10.0) -> tuple[trio.abc.Stream, str, int]:
+    """Dial and agree on a dialect and msize; the stream, dialect and msize.
+
+    Without `version`, ask for 9P2000.L, then 9P2000.u, then 9P2000, accepting any
+    downgrade the server offers. A refusal that kept the framing (Rversion "unknown",
+    an Rerror/Rlerror) is followed by the next Tversion on the same connection; one that
+    broke it (garbage, silence, a closed connection) by a fresh dial.
+    """
+    wanted = [version] if version else list(_PREFERENCE)
+    stream: trio.abc.Stream | None = None
+    said = []
+    try:
+        for ask in wanted:
+            if stream is None:
+                stream = await open_stream(address, timeout)
+            try:
+                r = await _ask_version(stream, ask, msize, timeout)
+            except (ProtocolError, ConnectionLost, trio.TooSlowError, trio.BrokenResourceError,
+                    OSError) as e:
+                why = {trio.TooSlowError: f"no answer within {timeout:g} s"}.get(type(e), str(e))
+                said.append(f"{ask}: {why or 'connection closed'}")
+                await stream.aclose()
+                stream = None
+                if address.net == "stdio":
+                    break  # nothing to redial
+                continue
+            if isinstance(r, str):
+                said.append(f"{ask}: {r}")
+                continue
+            got = r.version
+            later = wanted[wanted.index(ask) + 1 :]
+            if got == ask or (later and got == later[0]):
+                if r.msize < MIN_MSIZE:
+                    raise VersionError(address.text, f"server msize {r.msize} is too small")
+                s, stream = stream, None
+                return s, got, min(r.msize, msize)
+            # "unknown", or a downgrade past a dialect we have not asked for yet (py9p -D
+            # answers 9P2000 to 9P2000.L but 9P2000.u to 9P2000.u): ask the next one
+            said.append(f"{ask}: answered {got!r}")
+    finally:
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+    raise VersionError(address.text, "no common 9P dialect (" + "; ".join(said) + ")")
+
+
+@asynccontextmanager
+async def open_session(address: str | Address, *, version: str | None = None,
+                       msize: int = DEFAULT_MSIZE, uname: str | None = None, aname: str = "",
+                       n_uname: int | None = None, attach: bool = True, **kw):
+    """Dial, negotiate, start the reader, attach; yield the Session; close it on exit."""
+    addr = parse(address) if isinstance(address, str) else address
+    if msize < MIN_MSIZE + IOHDRSZ:
+        raise DialError(addr.text, f"msize {msize} is too small", E.EINVAL)
+    stream, dialect, got_msize = await negotiate(addr, version=version, msize=msize)
+    session = Session(addr, stream, dialect, got_msize, **kw)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session._reader)
+            try:
+                if attach:
+                    if uname is None:
+                        uname = _login_name()
+                    if n_uname is None:
+                        n_uname = os.getuid()
+                    await session.attach(uname, aname, n_uname)
+                yield session
+            finally:
+                await session.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:
+        # the reader never raises, so the group holds only the caller's own error:
+        # hand it back as it was raised, not wrapped
+        if len(eg.exceptions) == 1:
+            raise eg.exceptions[0] from None
+        raise
+
+
+def _login_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER", "none")
