@@ -24,7 +24,7 @@ def is_error(m: p.Message) -> bool:
 def errno_of(m: p.Message) -> int:
     if m.NAME == "Rlerror":
         return m.ecode
-    return m.errno if m.errno not in (0, 0xFFFFFFFF) else p.errno_for(m.ename)
+    return m.errno if m.errno not in (None, 0, 0xFFFFFFFF) else p.errno_for(m.ename)
 
 
 @pytest.mark.parametrize("name", PEER_NAMES)
