@@ -36,4 +36,4 @@ def test_decode_of_a_broken_capture_is_one_clear_line(tmp_path):
     r = run("decode", str(bad))
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        f"Error: {bad}: Tclunk tag 1: fid needs 4 bytes but only 1 remain (at byte 7 of 8)"]
+        f"py9pfuse: {bad}: Tclunk tag 1: fid needs 4 bytes but only 1 remain (at byte 7 of 8)"]

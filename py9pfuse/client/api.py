@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as E
 import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,20 +47,25 @@ class Client:
         async with self.fid(path) as fid:
             return await self.fs.readdir(fid)
 
+    @asynccontextmanager
+    async def open(self, path: str, flags: int = os.O_RDONLY) -> AsyncIterator[Fid]:
+        """An open fid for path (Linux open flags), clunked at the end of the block."""
+        fid = await self.session.walk(self.session.root, split(path))
+        try:
+            await self.fs.open(fid, flags)
+            yield fid
+        finally:
+            await self.session.clunk(fid)
+
     async def chunks(self, path: str, size: int | None = None) -> AsyncIterator[bytes]:
         """The file's bytes as they come, until a read returns nothing (end of file;
         a length of 0 in its stat says nothing about a synthetic file's data)."""
-        async with self.fid(path) as walked:
-            fid = await self.session.walk(walked, [])
-            try:
-                await self.fs.open(fid, os.O_RDONLY)
-                size = size or self.session.iounit(fid) * self.session.window
-                offset = 0
-                while data := await self.session.read(fid, offset, size):
-                    offset += len(data)
-                    yield data
-            finally:
-                await self.session.clunk(fid)
+        async with self.open(path) as fid:
+            size = size or self.session.iounit(fid) * self.session.window
+            offset = 0
+            while data := await self.session.read(fid, offset, size):
+                offset += len(data)
+                yield data
 
     async def read_bytes(self, path: str) -> bytes:
         return b"".join([c async for c in self.chunks(path)])
@@ -108,7 +114,7 @@ class Client:
             raise P9Error(E.EBUSY, "/: cannot remove the root")
         attr = await self.stat(path)
         async with self.fid("/".join(names[:-1])) as parent:
-            await self.fs.unlink(parent, names[-1], bool(attr.qid.type & 0x80))
+            await self.fs.unlink(parent, names[-1], stat.S_ISDIR(attr.mode))
 
     async def mkdir(self, path: str, mode: int = 0o755) -> None:
         names = split(path)

@@ -129,8 +129,15 @@ class _ProcessStream(trio.abc.HalfCloseableStream):
                 self.proc.kill()
 
 
+def _root_cause(e: OSError) -> OSError:
+    """trio's "all attempts to connect failed" keeps the real errors in its cause."""
+    cause = e.__cause__
+    errs = getattr(cause, "exceptions", [cause] if cause else [])
+    return next((c for c in errs if isinstance(c, OSError) and c.errno), e)
+
+
 def _why(e: OSError) -> str:
-    return (e.strerror or str(e)).lower() if e.errno else str(e)
+    return os.strerror(e.errno).lower() if e.errno else str(e)
 
 
 async def open_stream(addr: Address, timeout: float = 15.0) -> trio.abc.Stream:
@@ -161,4 +168,5 @@ async def open_stream(addr: Address, timeout: float = 15.0) -> trio.abc.Stream:
     except OSError as e:
         if isinstance(e, DialError):
             raise
+        e = _root_cause(e)
         raise DialError(addr.text, _why(e), e.errno or E.EHOSTUNREACH) from None

@@ -113,6 +113,9 @@ class Dialect:
     async def stat(self, fid: Fid) -> Stat:
         return (await self.s.rpc(m.Tstat(fid.num))).stat
 
+    async def _wstat(self, fid: Fid, st: Stat) -> None:
+        await self.s.rpc(m.Twstat(fid.num, st))
+
     async def getattr(self, fid: Fid) -> Attr:
         return self.attr_from_stat(await self.stat(fid))
 
@@ -133,7 +136,7 @@ class Dialect:
         if ch.uid is not None or ch.gid is not None:
             changed |= self._set_owner(st, ch)
         if changed:  # an all-"don't touch" wstat would mean fsync, not a no-op
-            await self.s.rpc(m.Twstat(fid.num, st))
+            await self._wstat(fid, st)
 
     def _dm_perm(self, mode: int) -> int:
         return mode & 0o777
@@ -209,13 +212,13 @@ class Dialect:
         if oldname == newname:
             return
         try:
-            await self.s.rpc(m.Twstat(fid.num, Stat.dont_touch(name=newname)))
+            await self._wstat(fid, Stat.dont_touch(name=newname))
         except ServerError as e:
             if e.errno != E.EEXIST:
                 raise
             # rename(2) replaces the target; wstat will not, so remove it and go again
             await self.unlink(newdir, newname, False)
-            await self.s.rpc(m.Twstat(fid.num, Stat.dont_touch(name=newname)))
+            await self._wstat(fid, Stat.dont_touch(name=newname))
 
     async def unlink(self, dirfid: Fid, name: str, is_dir: bool) -> None:
         fid = await self.s.walk(dirfid, [name])
@@ -254,7 +257,7 @@ class Dialect:
 
     async def fsync(self, fid: Fid, datasync: bool = False) -> None:
         # a wstat that changes nothing asks the server to commit the file (stat(5))
-        await self.s.rpc(m.Twstat(fid.num, Stat.dont_touch()))
+        await self._wstat(fid, Stat.dont_touch())
 
     async def lock(self, fid: Fid, type_: int, start: int, length: int, proc_id: int,
                    block: bool = False) -> int:
@@ -275,6 +278,25 @@ class DialectU(Dialect):
     """9P2000.u: numeric ids, and special files through Tcreate's extension string."""
 
     name = P9_2000_U
+
+    def __init__(self, session: Session, uid: int | None = None, gid: int | None = None):
+        super().__init__(session, uid, gid)
+        # Some .u servers (py9p -D) send and parse stat records without the .u part.
+        # Once one of theirs is seen, ours go out in the same shape; until then, a
+        # wstat asks for a stat first to find out.
+        self._plain_stats: bool | None = None
+
+    async def stat(self, fid: Fid) -> Stat:
+        st = await super().stat(fid)
+        self._plain_stats = st.extension is None
+        return st
+
+    async def _wstat(self, fid: Fid, st: Stat) -> None:
+        if self._plain_stats is None:
+            await self.stat(fid)
+        if self._plain_stats:
+            st.extension = None
+        await super()._wstat(fid, st)
 
     def attr_from_stat(self, st: Stat) -> Attr:
         a = super().attr_from_stat(st)

@@ -228,17 +228,19 @@ class Session:
     async def _abandon(self, p: _Pending) -> None:
         """The caller gave up on p: flush it (flush(5)) and honour a reply that won."""
         tag = p.msg.tag
+        answered = p.done.is_set()
         with trio.CancelScope(shield=True):
-            if not p.done.is_set() and not self._broken:
+            if not answered and not self._broken:
                 self.stats["flushes"] += 1
                 with trio.move_on_after(self.flush_timeout):
                     try:
                         f = await self._start(m.Tflush(tag))
                         await f.done.wait()
                         self._free_tag(f.msg.tag)
+                        answered = f.reply is not None  # Rflush: the server is done with tag
                     except P9Error:
                         pass
-            if not p.done.is_set() and not self._broken:
+            if not answered and not p.done.is_set() and not self._broken:
                 # no Rflush: the server may still answer, so the tag must never be reused
                 self.stats["quarantined_tags"] += 1
                 self.log(f"{self.address}: no Rflush for tag {tag}; tag retired")
@@ -275,33 +277,35 @@ class Session:
     async def walk(self, fid: Fid, names: list[str]) -> Fid:
         """A new fid for fid/names (a clone when names is empty); ENOENT if any is missing.
 
-        Walks of more than 16 names go in chunks, the later ones moving the new fid in
-        place. A partial walk allocates nothing (walk(5)); if an earlier chunk already
-        made the new fid, it is clunked before the error is raised.
+        At most 16 names go in one Twalk. A longer path is walked chunk by chunk, each
+        chunk from the last one's fid to a fresh fid, the one before then clunked: walking
+        a fid onto itself is legal but py9p refuses it ("duplicate fid"). A partial walk
+        allocates nothing (walk(5)); an intermediate fid is clunked before the error.
         """
-        new = Fid(self.fids.alloc(), fid.qid)
-        allocated = False
         chunks = [names[i : i + 16] for i in range(0, len(names), 16)] or [[]]
-        done = 0
+        cur, done = fid, 0
         try:
             for chunk in chunks:
-                src = new.num if allocated else fid.num
-                r = await self.rpc(m.Twalk(src, new.num, chunk))
+                num = self.fids.alloc()
+                try:
+                    r = await self.rpc(m.Twalk(cur.num, num, chunk))
+                except BaseException:
+                    self.fids.release(num)  # a flushed walk that won was clunked by _undo
+                    raise
                 if len(r.wqids) < len(chunk):
+                    self.fids.release(num)
                     missing = "/".join(names[: done + len(r.wqids) + 1])
                     raise ServerError(E.ENOENT, f"{missing}: file does not exist", "Twalk")
-                allocated = True
-                done += len(chunk)
-                if r.wqids:
-                    new.qid = r.wqids[-1]
+                nxt = Fid(num, r.wqids[-1] if chunk else cur.qid)
+                if cur is not fid:
+                    await self.clunk(cur)
+                cur, done = nxt, done + len(chunk)
         except BaseException:
-            with trio.CancelScope(shield=True):
-                if allocated:
-                    await self.clunk(new)
-                else:
-                    self.fids.release(new.num)
+            if cur is not fid:
+                with trio.CancelScope(shield=True):
+                    await self.clunk(cur)
             raise
-        return new
+        return cur
 
     async def clunk(self, fid: Fid) -> None:
         """Forget fid. The number is free again once the server has answered, whatever it
@@ -340,17 +344,14 @@ class Session:
         parts: list[bytes | None] = [None] * n
         short = [n]  # index of the first short piece seen so far
 
-        async def piece(i: int, limiter: trio.Semaphore) -> None:
-            async with limiter:
-                if i > short[0]:
-                    return
-                want = min(unit, count - i * unit)
-                r = await self.rpc(m.Tread(fid.num, offset + i * unit, want), timeout=timeout)
-                parts[i] = r.data
-                if len(r.data) < want:
-                    short[0] = min(short[0], i)
+        async def piece(i: int) -> None:
+            want = min(unit, count - i * unit)
+            r = await self.rpc(m.Tread(fid.num, offset + i * unit, want), timeout=timeout)
+            parts[i] = r.data
+            if len(r.data) < want:
+                short[0] = min(short[0], i)
 
-        await self._windowed(n, piece, window)
+        await self._windowed(n, piece, window, stop=lambda i: i > short[0])
         out = []
         for i in range(min(short[0] + 1, n)):
             out.append(parts[i])
@@ -369,11 +370,10 @@ class Session:
         counts = [0] * n
         view = memoryview(data)
 
-        async def piece(i: int, limiter: trio.Semaphore) -> None:
-            async with limiter:
-                chunk = bytes(view[i * unit : (i + 1) * unit])
-                r = await self.rpc(m.Twrite(fid.num, offset + i * unit, chunk), timeout=timeout)
-                counts[i] = min(r.count, len(chunk))
+        async def piece(i: int) -> None:
+            chunk = bytes(view[i * unit : (i + 1) * unit])
+            r = await self.rpc(m.Twrite(fid.num, offset + i * unit, chunk), timeout=timeout)
+            counts[i] = min(r.count, len(chunk))
 
         await self._windowed(n, piece, window)
         total = 0
@@ -383,11 +383,23 @@ class Session:
                 break
         return total
 
-    async def _windowed(self, n: int, piece, window: int | None) -> None:
+    async def _windowed(self, n: int, piece, window: int | None, stop=lambda i: False) -> None:
+        """Run piece(i) for i in 0..n-1, at most `window` at once, started in order."""
         limiter = trio.Semaphore(window or self.window)
+
+        async def run(i: int) -> None:
+            try:
+                await piece(i)
+            finally:
+                limiter.release()
+
         async with trio.open_nursery() as nursery:
             for i in range(n):
-                nursery.start_soon(piece, i, limiter)
+                await limiter.acquire()
+                if stop(i):
+                    limiter.release()
+                    break
+                nursery.start_soon(run, i)
 
     # --- closing
 
@@ -403,10 +415,13 @@ class Session:
 _PREFERENCE = (P9_2000_L, P9_2000_U, P9_2000)
 
 
-async def _ask_version(stream: trio.abc.Stream, version: str, msize: int,
-                       timeout: float) -> Message | str:
+async def _ask_version(stream: trio.abc.Stream, version: str, msize: int, timeout: float,
+                       trace: Callable[[str], None] | None) -> Message | str:
     """Send Tversion; the Rversion, or a string saying how the server refused or broke."""
-    await stream.send_all(encode(m.Tversion(msize, version, tag=NOTAG), P9_2000))
+    tv = m.Tversion(msize, version, tag=NOTAG)
+    if trace:
+        trace(trace_line(tv))
+    await stream.send_all(encode(tv, P9_2000))
     framer = Framer(DEFAULT_MSIZE)
     with trio.move_on_after(timeout):
         while (frame := framer.next_frame()) is None:
@@ -415,6 +430,11 @@ async def _ask_version(stream: trio.abc.Stream, version: str, msize: int,
                 raise ConnectionLost("", "the server closed the connection")
             framer.feed(data)
         _, type_, _ = HEADER.unpack_from(frame)
+        if trace:
+            try:
+                trace(trace_line(decode(frame, version if version in _PREFERENCE else P9_2000)))
+            except ProtocolError:
+                trace(f"-0-> undecodable reply to Tversion: {frame[:64].hex()}")
         if type_ == m.Rversion.TYPE:
             return decode(frame, P9_2000)
         if type_ in (m.Rerror.TYPE, m.Rlerror.TYPE):
@@ -430,7 +450,8 @@ async def _ask_version(stream: trio.abc.Stream, version: str, msize: int,
 
 
 async def negotiate(address: Address, *, version: str | None = None, msize: int = DEFAULT_MSIZE,
-                    timeout: float = 10.0) -> tuple[trio.abc.Stream, str, int]:
+                    timeout: float = 10.0, trace: Callable[[str], None] | None = None
+                    ) -> tuple[trio.abc.Stream, str, int]:
     """Dial and agree on a dialect and msize; the stream, dialect and msize.
 
     Without `version`, ask for 9P2000.L, then 9P2000.u, then 9P2000, accepting any
@@ -446,7 +467,7 @@ async def negotiate(address: Address, *, version: str | None = None, msize: int 
             if stream is None:
                 stream = await open_stream(address, timeout)
             try:
-                r = await _ask_version(stream, ask, msize, timeout)
+                r = await _ask_version(stream, ask, msize, timeout, trace)
             except (ProtocolError, ConnectionLost, trio.TooSlowError, trio.BrokenResourceError,
                     OSError) as e:
                 why = {trio.TooSlowError: f"no answer within {timeout:g} s"}.get(type(e), str(e))
@@ -484,7 +505,8 @@ async def open_session(address: str | Address, *, version: str | None = None,
     addr = parse(address) if isinstance(address, str) else address
     if msize < MIN_MSIZE + IOHDRSZ:
         raise DialError(addr.text, f"msize {msize} is too small", E.EINVAL)
-    stream, dialect, got_msize = await negotiate(addr, version=version, msize=msize)
+    stream, dialect, got_msize = await negotiate(addr, version=version, msize=msize,
+                                                 trace=kw.get("trace"))
     session = Session(addr, stream, dialect, got_msize, **kw)
     try:
         async with trio.open_nursery() as nursery:

@@ -1,0 +1,79 @@
+"""`-o` options, as mount(8) and people write them: `-o uname=glenda,aname=/srv`."""
+
+from __future__ import annotations
+
+from .proto import DIALECTS
+
+
+class OptionError(ValueError):
+    """An option that is unknown or has a bad value; the text is the user's one line."""
+
+
+def _version(v: str) -> str | None:
+    aliases = {d.lower(): d for d in DIALECTS}
+    aliases.update({"l": "9P2000.L", ".l": "9P2000.L", "u": "9P2000.u", ".u": "9P2000.u",
+                    "2000": "9P2000", "auto": None})
+    if v.lower() not in aliases:
+        raise OptionError(f"version={v}: expected 9P2000, 9P2000.u, 9P2000.L or auto")
+    return aliases[v.lower()]
+
+
+def _size(v: str) -> int:
+    mult = {"k": 1 << 10, "m": 1 << 20}.get(v[-1:].lower(), 1)
+    try:
+        n = int(v[:-1] if mult > 1 else v) * mult
+    except ValueError:
+        raise OptionError(f"msize={v}: expected a number of bytes (e.g. 65536 or 1M)") from None
+    if not 512 <= n <= 1 << 30:
+        raise OptionError(f"msize={v}: must be between 512 and 1G")
+    return n
+
+
+def _positive(kind):
+    def conv(v: str):
+        try:
+            n = kind(v)
+        except ValueError:
+            n = -1
+        if n <= 0:
+            raise OptionError(f"expected a positive number, not {v!r}")
+        return n
+    return conv
+
+
+# name -> (converter, what it is for); converters raise OptionError.
+SESSION = {
+    "uname": (str, "user name to attach as (default: your login name)"),
+    "aname": (str, "attach name: which tree of the server (diod: the export path)"),
+    "version": (_version, "9P2000, 9P2000.u, 9P2000.L or auto (default: the best the server has)"),
+    "msize": (_size, "largest message to ask for (default 1M; the server may lower it)"),
+    "timeout": (_positive(float), "seconds to wait for a reply that should not block (default 30)"),
+    "window": (_positive(int), "Treads/Twrites in flight for one large read or write (default 16)"),
+}
+
+
+def parse(values: list[str] | tuple[str, ...], known: dict = SESSION) -> dict:
+    """`["a=1,b", "c=2"]` -> {"a": converted 1, "b": True, "c": converted 2}."""
+    out = {}
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, eq, raw = item.partition("=")
+            if key not in known:
+                raise OptionError(f"unknown option {key!r} (known: {', '.join(sorted(known))})")
+            conv = known[key][0]
+            try:
+                out[key] = conv(raw) if eq else conv("")
+            except OptionError as e:
+                raise OptionError(f"{key}: {e}" if not str(e).startswith(key) else str(e)) from None
+    return out
+
+
+def session_kwargs(opts: dict) -> dict:
+    """The keyword arguments of py9pfuse.connect for these options."""
+    kw = {k: opts[k] for k in ("uname", "aname", "version", "msize", "window") if k in opts}
+    if "timeout" in opts:
+        kw["op_timeout"] = opts["timeout"]
+    return kw
