@@ -51,8 +51,9 @@ test: test-deps
 demo: install
 	$(VENV)/bin/py9pfuse decode tests/captures/diod.9p
 
-bench:
-	@echo "no benchmarks yet: the client session and the FUSE layer bring them" >&2; exit 1
+# Session throughput against diod and py9p (the FUSE benchmarks join it later).
+bench: test-deps
+	PY9PFUSE_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(VENV)/bin/python bench/session_bench.py
 
 man: man/py9pfuse.txt
 man/py9pfuse.txt: man/py9pfuse.1

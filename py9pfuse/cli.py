@@ -62,6 +62,9 @@ def run(address: str, path: str, opts: dict, job) -> None:
     try:
         trio.run(main)
     except ServerError as e:
+        if e.request == "Tattach":
+            aname = opts.get("aname", "")
+            raise Failure(f"{address}: attach to {aname!r} refused: {e.ename}") from None
         raise Failure(f"{address}: {path}: {e.ename}") from None
     except (DialError, P9Error) as e:
         raise Failure(str(e)) from None

@@ -11,8 +11,10 @@ that a flushed Twalk allocated is clunked).
 from __future__ import annotations
 
 import errno as E
+import functools
 import math
 import os
+import socket
 from collections.abc import Callable
 from contextlib import asynccontextmanager, nullcontext
 
@@ -45,6 +47,20 @@ class _Pending:
         self.done = trio.Event()
         self.reply: Message | None = None
         self.error: Exception | None = None
+
+
+def _quickack(stream) -> Callable[[], None] | None:
+    """Acknowledge TCP data at once, on every receive (Linux clears the flag each time).
+
+    A server that writes one reply in several send() calls without TCP_NODELAY (py9p)
+    holds the rest of the reply until its first part is acknowledged; a delayed ACK
+    then costs milliseconds per reply whenever more than one request is in flight.
+    """
+    sock = getattr(stream, "socket", None)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or \
+            not hasattr(socket, "TCP_QUICKACK"):
+        return None
+    return functools.partial(sock.setsockopt, socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
 
 class Session:
@@ -81,9 +97,12 @@ class Session:
     # --- the reader
 
     async def _reader(self) -> None:
+        quickack = _quickack(self.stream)
         try:
             while True:
                 data = await self.stream.receive_some(RECV_SIZE)
+                if quickack:
+                    quickack()
                 if not data:
                     raise ConnectionLost(self.address.text, "the server closed the connection")
                 self._framer.feed(data)
