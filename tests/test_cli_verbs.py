@@ -93,3 +93,11 @@ def test_refused_attach_is_one_line():
     assert r.returncode == 1 and len(err) == 1
     assert err[0] == f"py9pfuse: {peer.address}: attach to '/not/exported' refused:" \
                      " Operation not permitted", err
+
+
+def test_exec_address_speaks_9p_over_a_commands_stdio(peer):
+    # socat stands in for `ssh host u9fs`: its stdin/stdout carry the 9P stream
+    host, port = peer.address.split("!")[1:]
+    py9pfuse("write", *opts(peer), peer.address, "/via-exec", input=b"piped\n")
+    r = py9pfuse("read", *opts(peer), f"exec!socat - TCP:{host}:{port}", "/via-exec")
+    assert r.returncode == 0 and r.stdout == b"piped\n", r.stderr
