@@ -260,3 +260,21 @@ async def test_no_fids_left_behind_on_diod(diod):
     m = re.search(r"connection closed with (\d+) unclunked fids", diod.log())
     # the root fid is never clunked: the connection's close releases it
     assert m and int(m.group(1)) <= 1, diod.log()[-500:]
+
+
+@pytest.mark.parametrize("name", ["diod", "ganesha"])
+async def test_xattrs_on_dotl(name):
+    with start_or_skip(name) as peer:
+        async with connect(peer) as fs:
+            await fs.write_bytes("/x", b"")
+            async with fs.fid("/x") as f:
+                try:
+                    await fs.fs.setxattr(f, "user.colour", b"blue")
+                except ServerError as e:
+                    pytest.skip(f"{name} does not keep xattrs here: {e}")
+                assert await fs.fs.getxattr(f, "user.colour") == b"blue"
+                assert b"user.colour\0" in await fs.fs.getxattr(f, "")  # listxattr
+                with pytest.raises(ServerError) as e:
+                    await fs.fs.getxattr(f, "user.none")
+                assert e.value.errno == E.ENODATA
+            assert fs.session.fids.live == 1
