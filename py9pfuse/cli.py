@@ -167,8 +167,55 @@ def decode_cmd(capture) -> None:
         raise Failure(f"{capture.name}: {e}") from None
 
 
+@cli.command("mount")
+@click.argument("address")
+@click.argument("mountpoint")
+@click.option("-o", "options", multiple=True, metavar="OPT[,OPT...]",
+              help="Mount options: see py9pfuse(1).")
+@click.option("-f", "foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("-D", "debug", count=True, help="Trace 9P messages (-DD: FUSE requests too).")
+def mount_cmd(address: str, mountpoint: str, options, foreground: bool, debug: int) -> None:
+    """Mount the 9P server at ADDRESS on MOUNTPOINT (also: py9pfuse ADDRESS MOUNTPOINT)."""
+    from .mount import run as mount
+
+    opts = list(options) + (["debug"] if debug > 1 else [])
+    sys.exit(mount(address, mountpoint, opts, foreground, debug > 0))
+
+
+@cli.command("demo")
+@click.argument("mountpoint", default="/tmp/py9pfuse-demo")
+@click.option("-f", "foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("-D", "debug", count=True, help="Trace 9P messages (-DD: FUSE requests too).")
+def demo_cmd(mountpoint: str, foreground: bool, debug: int) -> None:
+    """Mount the bundled demo 9P server (in memory) on MOUNTPOINT."""
+    from .demo import run as demo
+
+    sys.exit(demo(mountpoint, foreground, debug))
+
+
+# Options that take a value, so that the mount form can find its first argument.
+_VALUED = {"-o"}
+
+
+def _with_mount_verb(argv: list[str]) -> list[str]:
+    """`py9pfuse [-o X] ADDR MNT ...` is the mount form (mount.fuse3 calls it that way):
+    if the first argument is not a verb, the verb is mount."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _VALUED:
+            i += 2
+        elif a.startswith("-") and a != "-":
+            if a in ("-h", "--help", "--version"):
+                return argv
+            i += 1
+        else:
+            return argv if a in cli.commands else ["mount", *argv]
+    return argv
+
+
 def main() -> None:
-    cli(prog_name="py9pfuse")
+    cli(args=_with_mount_verb(sys.argv[1:]), prog_name="py9pfuse")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,12 @@ class Client:
         """The file's bytes as they come, until a read returns nothing (end of file;
         a length of 0 in its stat says nothing about a synthetic file's data)."""
         async with self.open(path) as fid:
-            size = size or self.session.iounit(fid) * self.session.window
+            if size is None:
+                a = await self.fs.getattr(fid)
+                # a synthetic file (length 0, or "do not cache") gets one Tread at a time:
+                # a Tread sent ahead of need would take, and lose, its next answer
+                many = a.size > 0 and not a.volatile
+                size = self.session.iounit(fid) * (self.session.window if many else 1)
             offset = 0
             while data := await self.session.read(fid, offset, size):
                 offset += len(data)

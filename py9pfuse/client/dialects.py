@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 from ..proto import (AT_REMOVEDIR, DMDEVICE, DMDIR, DMLINK, DMNAMEDPIPE, DMSETGID, DMSETUID,
                      DMSETVTX, DMSOCKET, DMSYMLINK, GETATTR_BASIC, NONUNAME, OREAD, ORDWR,
-                     OTRUNC, OWRITE, P9_2000, P9_2000_L, P9_2000_U, SETATTR_ATIME,
-                     SETATTR_ATIME_SET, SETATTR_GID, SETATTR_MODE, SETATTR_MTIME,
-                     SETATTR_MTIME_SET, SETATTR_SIZE, SETATTR_UID, ProtocolError, Qid, Stat,
-                     unpack_dirents,
-                     unpack_stats)
+                     OTRUNC, OWRITE, P9_2000, P9_2000_L, P9_2000_U, QTAPPEND, QTEXCL,
+                     SETATTR_ATIME, SETATTR_ATIME_SET, SETATTR_GID, SETATTR_MODE,
+                     SETATTR_MTIME, SETATTR_MTIME_SET, SETATTR_SIZE, SETATTR_UID,
+                     ProtocolError, Qid, Stat, unpack_dirents, unpack_stats)
 from ..proto import messages as m
 from .errors import P9Error, ServerError
 from .fids import Fid
@@ -51,6 +50,9 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     name: str = ""  # 9P2000/.u: the name in the stat record
+    # The server says not to cache this file's data: qid.version 0 on a 9P2000 server,
+    # or an append-only or exclusive file. Length 0 says the same to the FUSE layer.
+    volatile: bool = False
 
 
 @dataclass(slots=True)
@@ -102,9 +104,10 @@ class Dialect:
 
     def attr_from_stat(self, st: Stat) -> Attr:
         mode, rdev = self._linux_mode(st)
+        volatile = st.qid.version == 0 or bool(st.qid.type & (QTAPPEND | QTEXCL))
         return Attr(st.qid, mode, self.uid, self.gid, 1, rdev, st.length, 4096,
                     math.ceil(st.length / 512), st.atime * 10**9, st.mtime * 10**9,
-                    st.mtime * 10**9, st.name)
+                    st.mtime * 10**9, st.name, volatile)
 
     def _linux_mode(self, st: Stat) -> tuple[int, int]:
         kind = S.S_IFDIR if st.mode & DMDIR else S.S_IFREG
@@ -127,7 +130,10 @@ class Dialect:
             st.mode = cur.mode & ~0o7777 & ~(DMSETUID | DMSETGID | DMSETVTX) | \
                 self._dm_perm(ch.mode)
             changed = True
-        if ch.size is not None:
+        if ch.size == 0:
+            # synthetic servers (plumber, ...) honour Topen with OTRUNC, not a wstat
+            await self._truncate(fid)
+        elif ch.size is not None:
             st.length = ch.size
             changed = True
         if ch.mtime_ns is not None:  # stat(5): atime cannot be set; mtime by the owner
@@ -137,6 +143,13 @@ class Dialect:
             changed |= self._set_owner(st, ch)
         if changed:  # an all-"don't touch" wstat would mean fsync, not a no-op
             await self._wstat(fid, st)
+
+    async def _truncate(self, fid: Fid) -> None:
+        clone = await self.s.walk(fid, [])
+        try:
+            await self.s.rpc(m.Topen(clone.num, OWRITE | OTRUNC))
+        finally:
+            await self.s.clunk(clone)
 
     def _dm_perm(self, mode: int) -> int:
         return mode & 0o777

@@ -1,0 +1,74 @@
+"""Inodes the kernel knows, each tied to a 9P file by its qid.path.
+
+Each live inode may hold one walked (never opened) fid; opens clone it. The kernel's
+lookup count says when the inode, and with it the fid, can go (forget).
+"""
+
+from __future__ import annotations
+
+import errno as E
+from dataclasses import dataclass
+
+import pyfuse3
+
+from ..client import Attr, Fid
+from ..proto import Qid
+
+ROOT = pyfuse3.ROOT_INODE
+_MASK = (1 << 64) - 1
+
+
+@dataclass(slots=True)
+class Inode:
+    ino: int
+    qid: Qid
+    parent: int  # the directory it was last looked up in, to walk it again by name
+    name: str
+    fid: Fid | None = None  # walked lazily: a readdir of 10,000 names walks nothing
+    lookups: int = 0
+    attr: Attr | None = None
+    cache_key: tuple | None = None  # what the page cache holds: (version, mtime, size)
+
+
+class InodeTable:
+    def __init__(self, root_fid: Fid, root_attr: Attr):
+        self.root = Inode(ROOT, root_fid.qid, ROOT, "", root_fid, 1, root_attr)
+        self.inodes: dict[int, Inode] = {ROOT: self.root}
+
+    def ino_for(self, qid: Qid) -> int:
+        """qid.path shifted by 2, so that no file takes FUSE's 0 or the root's 1."""
+        if qid.path == self.root.qid.path:
+            return ROOT
+        ino = (qid.path + 2) & _MASK
+        return ino if ino > ROOT else ino + 2
+
+    def get(self, ino: int) -> Inode:
+        try:
+            return self.inodes[ino]
+        except KeyError:
+            raise pyfuse3.FUSEError(E.ESTALE) from None
+
+    def remember(self, attr: Attr, parent: int, name: str) -> tuple[Inode, bool]:
+        """The inode for attr's file, made if new; counts one lookup. (inode, was it new)."""
+        ino = self.ino_for(attr.qid)
+        node = self.inodes.get(ino)
+        new = node is None
+        if new:
+            node = self.inodes[ino] = Inode(ino, attr.qid, parent, name)
+        elif ino != ROOT:
+            node.parent, node.name = parent, name
+        node.qid = attr.qid
+        node.attr = attr
+        node.lookups += 1
+        return node, new
+
+    def forget(self, ino: int, n: int) -> Inode | None:
+        """Drop n lookups; the inode if it is now gone (its fid is the caller's to clunk)."""
+        node = self.inodes.get(ino)
+        if node is None or ino == ROOT:
+            return None
+        node.lookups -= n
+        if node.lookups > 0:
+            return None
+        del self.inodes[ino]
+        return node

@@ -1,0 +1,238 @@
+"""`py9pfuse ADDR MOUNTPOINT`: sort the options, connect, mount, and only then let the
+caller go (mount(8) waits for us), serve until unmounted, and never leave a dead mount.
+"""
+
+from __future__ import annotations
+
+import errno as E
+import os
+import signal
+import stat as S
+import sys
+import syslog
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from . import options
+from .client import P9Error, ServerError, dialect_for, open_session
+from .fs.ops import Config, P9Operations
+
+# Options libfuse takes as they are (checked against libfuse 3.14 here).
+FUSE_OPTIONS = {"allow_other", "allow_root", "default_permissions", "auto_unmount", "ro", "rw",
+                "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "atime",
+                "noatime", "dirsync"}
+# Options mount(8) and mount.fuse3 add that mean nothing to us, or that libfuse refuses
+# (relatime would make fuse_session_new fail): accepted and dropped, as helpers do.
+IGNORED = {"_netdev", "noauto", "auto", "user", "users", "nouser", "owner", "group", "nofail",
+           "defaults", "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime",
+           "nolazytime", "nodiratime", "diratime", "iversion", "noiversion", "mand", "nomand",
+           "silent", "loud"}
+
+
+def _choice(*allowed):
+    def conv(v: str) -> str:
+        if v not in allowed:
+            raise options.OptionError(f"expected one of {', '.join(allowed)}, not {v!r}")
+        return v
+    return conv
+
+
+def _seconds(v: str) -> float:
+    try:
+        n = float(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise options.OptionError(f"expected seconds (0 or more), not {v!r}")
+    return n
+
+
+MOUNT = {
+    **options.SESSION,
+    "attr_timeout": (_seconds, "seconds the kernel may keep attributes (default 1)"),
+    "entry_timeout": (_seconds, "seconds the kernel may keep a name lookup (default 1)"),
+    "cache": (_choice("auto", "none"),
+              "auto: page cache for ordinary files, direct I/O for synthetic ones; none: "
+              "direct I/O always"),
+    "debug": (lambda v: True, "trace every 9P message to stderr (as -D)"),
+    "fsname": (str, "what /proc/mounts shows as the source (default: the address)"),
+}
+
+
+@dataclass
+class MountOptions:
+    session: dict = field(default_factory=dict)  # py9pfuse.connect keywords
+    fuse: set = field(default_factory=set)  # for pyfuse3.init
+    config: dict = field(default_factory=dict)  # Config fields
+    debug: bool = False
+
+
+def sort_options(values, address: str) -> MountOptions:
+    """Ours, FUSE's and mount(8)'s, apart; OptionError for anything else."""
+    ours, fuse = {}, set()
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            key = item.partition("=")[0]
+            if not item or key in IGNORED or key.startswith("x-") or key == "comment":
+                continue
+            if key in FUSE_OPTIONS and "=" not in item:
+                fuse.add(key)
+            else:
+                ours.update(options.parse([item], MOUNT))
+    out = MountOptions(options.session_kwargs(ours), fuse, debug=ours.get("debug", False))
+    for key in ("attr_timeout", "entry_timeout", "cache"):
+        if key in ours:
+            out.config[key] = ours[key]
+    # commas would split the option libfuse is given; the address names the mount
+    out.fuse |= {f"fsname={ours.get('fsname', address).replace(',', '_')}", "subtype=py9pfuse"}
+    return out
+
+
+class MountError(Exception):
+    """A failure before the mount was ready: one line, exit status 1, nothing mounted."""
+
+
+def check_mountpoint(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"{path}: mount point does not exist") from None
+    except OSError as e:
+        if e.errno == E.ENOTCONN:
+            raise MountError(f"{path}: a dead mount is in the way (fusermount3 -u {path})") \
+                from None
+        raise MountError(f"{path}: {os.strerror(e.errno)}") from None
+    if not S.S_ISDIR(st.st_mode):
+        raise MountError(f"{path}: mount point is not a directory")
+    return os.path.abspath(path)
+
+
+async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callable[[], None],
+                log: Callable[[str], None], before: Callable[[trio.Nursery], Awaitable] | None
+                = None) -> None:
+    """Connect, attach, mount; call ready(); serve until unmounted or signalled."""
+    async with trio.open_nursery() as outer:
+        if before is not None:  # the demo starts its server here
+            await before(outer)
+        try:
+            async with open_session(address, log=log, **opts.session) as session:
+                fs = dialect_for(session)
+                root_attr = await fs.getattr(session.root)
+                cfg = Config(**opts.config, trace_fuse=opts.debug, log=log)
+                ops = P9Operations(session, fs, root_attr, cfg)
+                try:
+                    pyfuse3.init(ops, mountpoint, opts.fuse)
+                except RuntimeError:
+                    raise MountError(f"{mountpoint}: FUSE refused to mount (is /dev/fuse there,"
+                                     f" and fusermount3 installed?)") from None
+                try:
+                    ready()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_on_signals)
+                        await pyfuse3.main()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        pyfuse3.close(unmount=True)
+        finally:
+            outer.cancel_scope.cancel()
+
+
+async def _on_signals() -> None:
+    """SIGINT/SIGTERM/SIGHUP end the main loop, and close() unmounts: no dead mount."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for _ in signals:
+            pyfuse3.terminate()
+            return
+
+
+def describe(e: BaseException, address: str, opts: MountOptions) -> str:
+    """The one line for a failure before the mount was ready."""
+    if isinstance(e, ServerError) and e.request == "Tattach":
+        aname = opts.session.get("aname", "")
+        return f"{address}: attach to {aname!r} refused: {e.ename}"
+    if isinstance(e, ServerError):
+        return f"{address}: {e.request or 'request'} refused: {e.ename}"
+    return str(e)
+
+
+def run(address: str, mountpoint: str, values, foreground: bool, debug: bool,
+        before=None, after_ready: Callable[[], None] | None = None) -> int:
+    """The mount command: 0 once mounted (a child serves on), 1 with one line otherwise."""
+    try:
+        opts = sort_options(values, address)
+        mountpoint = check_mountpoint(mountpoint)
+    except (options.OptionError, MountError) as e:
+        print(f"py9pfuse: {e}", file=sys.stderr)
+        return 1
+    opts.debug = opts.debug or debug
+    if opts.debug:
+        opts.session["trace"] = lambda line: print(line, file=sys.stderr, flush=True)
+        foreground = True  # a trace needs a terminal to go to
+    if foreground:
+        return _main(address, mountpoint, opts, lambda: after_ready and after_ready(),
+                     _stderr_log, before)
+    return _daemonize(address, mountpoint, opts, before, after_ready)
+
+
+def _stderr_log(line: str) -> None:
+    print(f"py9pfuse: {line}", file=sys.stderr, flush=True)
+
+
+def _syslog(line: str) -> None:
+    syslog.syslog(syslog.LOG_ERR, line)
+
+
+def _main(address, mountpoint, opts, ready, log, before) -> int:
+    try:
+        trio.run(serve, address, mountpoint, opts, ready, log, before)
+    except (P9Error, MountError, OSError) as e:
+        print(f"py9pfuse: {describe(e, address, opts)}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as eg:
+        first = eg.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(f"py9pfuse: {describe(first, address, opts)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _daemonize(address, mountpoint, opts, before, after_ready) -> int:
+    """Fork before trio starts. The child mounts and reports "ok" or its one error line
+    through a pipe; the parent exits with that, so mount(8) returns when we are ready."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        os.setsid()
+        syslog.openlog("py9pfuse", syslog.LOG_PID, syslog.LOG_DAEMON)
+
+        def ready():
+            if after_ready:
+                after_ready()
+            sys.stdout.flush()
+            os.write(wfd, b"ok\n")
+            os.close(wfd)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            sys.stderr = sys.__stderr__  # fd 2, now /dev/null: the pipe is closed
+
+        sys.stderr = open(wfd, "w", closefd=False)  # until ready, errors go to the parent
+        os._exit(_main(address, mountpoint, opts, ready, _syslog, before))
+    os.close(wfd)
+    with open(rfd, "rb") as pipe:
+        said = pipe.readline().decode(errors="replace")
+        if said == "ok\n":
+            return 0
+        said += pipe.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    sys.stderr.write(said or "py9pfuse: the mount process died before it was ready\n")
+    return 1
