@@ -225,8 +225,11 @@ def _daemonize(address, mountpoint, opts, before, after_ready) -> int:
                 os.dup2(null, fd)
             sys.stderr = sys.__stderr__  # fd 2, now /dev/null: the pipe is closed
 
-        sys.stderr = open(wfd, "w", closefd=False)  # until ready, errors go to the parent
-        os._exit(_main(address, mountpoint, opts, ready, _syslog, before))
+        # until ready, errors go to the parent, which prints them
+        sys.stderr = open(wfd, "w", buffering=1, closefd=False)
+        code = _main(address, mountpoint, opts, ready, _syslog, before)
+        sys.stderr.flush()
+        os._exit(code)
     os.close(wfd)
     with open(rfd, "rb") as pipe:
         said = pipe.readline().decode(errors="replace")

@@ -63,10 +63,9 @@ class Client:
         async with self.open(path) as fid:
             if size is None:
                 a = await self.fs.getattr(fid)
-                # a synthetic file (length 0, or "do not cache") gets one Tread at a time:
-                # a Tread sent ahead of need would take, and lose, its next answer
-                many = a.size > 0 and not a.volatile
-                size = self.session.iounit(fid) * (self.session.window if many else 1)
+                # a synthetic file (length 0) gets one Tread at a time: a Tread sent
+                # ahead of need would take, and lose, its next answer
+                size = self.session.iounit(fid) * (self.session.window if a.size else 1)
             offset = 0
             while data := await self.session.read(fid, offset, size):
                 offset += len(data)

@@ -37,7 +37,7 @@ class Handle:
     fid: Fid
     node: Inode
     append: bool
-    direct: bool = False  # synthetic: one Tread per read, never a speculative one
+    synthetic: bool = False  # length 0: one Tread per read, never a speculative one
 
 
 @dataclass
@@ -198,7 +198,7 @@ class P9Operations(pyfuse3.Operations):
         a = node.attr
         fi = pyfuse3.FileInfo()
         fi.direct_io = self._direct(a)
-        fi.fh = self._add_handle(Handle(fid, node, bool(flags & os.O_APPEND), fi.direct_io))
+        fi.fh = self._add_handle(Handle(fid, node, bool(flags & os.O_APPEND), a.size == 0))
         # keep cached pages only if the file is unchanged since they were read
         key = (a.qid.version, a.mtime_ns, a.size)
         fi.keep_cache = not fi.direct_io and node.cache_key == key
@@ -236,12 +236,13 @@ class P9Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def read(self, fh, off, size):
-        """One Tread for a synthetic file, of at most iounit bytes: it answers each read
-        as it likes, and a second Tread in flight would consume (and lose) its next event.
-        An ordinary file's large read goes as several Treads in flight. No deadline: a
-        read may block by design."""
+        """One Tread for a synthetic file (length 0), of at most iounit bytes: it answers
+        each read as it likes, and a second Tread in flight would consume (and lose) its
+        next event. Any other file's read is filled by several Treads in flight: the
+        kernel takes a short answer for the end of the file. No deadline: a read may
+        block by design."""
         h = self.handles[fh]
-        if h.direct:
+        if h.synthetic:
             size = min(size, self.s.iounit(h.fid))
         return await self.s.read(h.fid, off, size, timeout=None)
 
@@ -319,11 +320,10 @@ class P9Operations(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), i + 1):
                     return
                 continue
-            ino = self.table.ino_for(attr.qid)
-            old = self.table.inodes.get(ino)
-            probe = Inode(ino, attr.qid, h.node.ino, name, None, 0, attr)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(old or probe),
-                                         i + 1):
+            # the listing's attributes are the freshest we have (a rename changes ctime)
+            probe = Inode(self.table.ino_for(attr.qid), attr.qid, h.node.ino, name, None, 0,
+                          attr)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(probe), i + 1):
                 return
             node, _ = self.table.remember(attr, h.node.ino, name)
             if fid is not None:

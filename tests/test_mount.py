@@ -1,0 +1,290 @@
+"""Real FUSE mounts of real servers, used from the shell, checked against a local directory."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import signal
+import stat as S
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import peers
+from mounts import CMD, daemons, is_mounted, mounted, py9pfuse, server, unmount
+
+pytestmark = pytest.mark.peer
+
+SERVERS = ["diod", "ganesha", "py9p", "py9p-u", "bundled"]
+# What a server cannot do (its source says so; see test_session_live.GAPS), and what a
+# dialect cannot say: 9P2000 has no symbolic links.
+GAPS = {
+    "py9p": {"truncate", "mtime", "symlink"},
+    "py9p-u": {"truncate", "mtime", "symlink"},
+    "bundled": {"symlink"},
+}
+
+SCENARIO = r"""
+set -e
+echo hello > a.txt
+echo more >> a.txt
+cat a.txt > copy.txt
+mkdir -p d1/d2
+printf 'x%.0s' $(seq 5000) > d1/d2/big.txt
+dd if="$SRC" of=d1/rand.bin bs=64k status=none
+cp -r d1 d1copy
+mv a.txt b.txt
+mv copy.txt d1/copy.txt
+tar cf "$TMP/t.tar" d1
+mkdir untar
+tar xf "$TMP/t.tar" -C untar
+rm -r d1copy
+chmod 600 b.txt
+[ -n "$TRUNCATE" ] && truncate -s 3 d1/d2/big.txt
+[ -n "$MTIME" ] && touch -d 2020-01-01T00:00:00 d1/copy.txt
+[ -n "$SYMLINK" ] && ln -s b.txt link
+ls -l > /dev/null
+df . > /dev/null
+find . | sort > "$TMP/find.txt"
+echo done
+"""
+
+
+def snapshot(root: str) -> dict:
+    """What the scenario made: type, size, content hash; mode and year where it set them."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if S.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif S.S_ISDIR(st.st_mode):
+                out[rel] = ("dir",)
+            else:
+                with open(path, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
+                out[rel] = ("file", st.st_size, digest)
+    out["b.txt mode"] = oct(os.stat(os.path.join(root, "b.txt")).st_mode & 0o777)
+    copy = os.path.join(root, "d1/copy.txt")
+    out["copy year"] = time.gmtime(os.stat(copy).st_mtime).tm_year
+    return out
+
+
+def run_scenario(root: str, tmp: str, src: str, gaps: set) -> str:
+    env = dict(os.environ, SRC=src, TMP=tmp,
+               TRUNCATE="" if "truncate" in gaps else "1",
+               MTIME="" if "mtime" in gaps else "1",
+               SYMLINK="" if "symlink" in gaps else "1")
+    r = subprocess.run(["bash", "-c", SCENARIO], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+    with open(os.path.join(tmp, "find.txt")) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_shell_scenario_matches_a_local_directory(name, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(1 << 20) + b"tail")
+    gaps = GAPS.get(name, set())
+    local = tmp_path / "local"
+    local.mkdir()
+    (tmp_path / "lt").mkdir()
+    (tmp_path / "mt").mkdir()
+    want_find = run_scenario(str(local), str(tmp_path / "lt"), str(src), gaps)
+    want = snapshot(str(local))
+    with server(name) as (address, aname), mounted(address, aname=aname) as mnt:
+        work = os.path.join(mnt, "work")  # apart from the bundled server's blocking files
+        os.mkdir(work)
+        got_find = run_scenario(work, str(tmp_path / "mt"), str(src), gaps)
+        got = snapshot(work)
+    assert got_find == want_find
+    assert got == want
+
+
+@pytest.mark.parametrize("name", ["diod", "bundled"])
+def test_ten_thousand_entries_with_a_small_getdents_buffer(name, tmp_path):
+    names = {f"f{i:05d}" for i in range(10_000)}
+    with server(name) as (address, aname), mounted(address, aname=aname) as mnt:
+        d = os.path.join(mnt, "big")
+        os.mkdir(d)
+        for n in names:
+            os.close(os.open(os.path.join(d, n), os.O_CREAT | os.O_WRONLY, 0o644))
+        seen = getdents_names(d, 1024)
+    assert sorted(seen) == sorted(names | {".", ".."})  # each exactly once
+
+
+def getdents_names(path: str, bufsize: int) -> list[str]:
+    """Names read with raw getdents64 calls of bufsize bytes (glibc would use 32 KiB)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_getdents64 = 217  # x86_64
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    buf = ctypes.create_string_buffer(bufsize)
+    out = []
+    try:
+        while True:
+            n = libc.syscall(SYS_getdents64, fd, buf, bufsize)
+            if n < 0:
+                raise OSError(ctypes.get_errno(), "getdents64")
+            if n == 0:
+                return out
+            pos = 0
+            while pos < n:
+                reclen = int.from_bytes(buf.raw[pos + 16 : pos + 18], "little")
+                name = buf.raw[pos + 19 : pos + reclen].split(b"\0", 1)[0]
+                out.append(os.fsdecode(name))
+                pos += reclen
+    finally:
+        os.close(fd)
+
+
+def test_synthetic_files_keep_9p_meaning():
+    with server("bundled") as (address, _), mounted(address) as mnt:
+        assert os.stat(os.path.join(mnt, "time")).st_size == 0
+        with open(os.path.join(mnt, "time"), "rb") as f:
+            assert f.read().endswith(b"\n")  # length 0, yet it has data
+        reader = subprocess.Popen(["head", "-n", "2", os.path.join(mnt, "events")],
+                                  stdout=subprocess.PIPE)
+        time.sleep(0.3)
+        with open(os.path.join(mnt, "ctl"), "wb", buffering=0) as ctl:
+            ctl.write(b"first\n")  # one write(2), one Twrite, one event
+            ctl.write(b"second\n")
+        out, _ = reader.communicate(timeout=10)
+        assert out == b"first\nsecond\n"
+
+
+def test_blocking_read_blocks_only_its_caller():
+    with server("bundled") as (address, _), mounted(address) as mnt:
+        reader = subprocess.Popen(["head", "-n", "1", os.path.join(mnt, "events")],
+                                  stdout=subprocess.PIPE)
+        try:
+            time.sleep(0.3)
+            t = time.monotonic()
+            assert sorted(os.listdir(mnt))[:2] == ["README", "ctl"]
+            with open(os.path.join(mnt, "hello.txt"), "rb") as f:
+                assert f.read() == b"hello, 9P\n"
+            assert time.monotonic() - t < 2
+        finally:
+            with open(os.path.join(mnt, "ctl"), "wb") as ctl:
+                ctl.write(b"bye\n")
+            reader.communicate(timeout=10)
+
+
+def test_options_before_and_after_and_from_mount8():
+    with server("bundled") as (address, _):
+        mnt = os.path.realpath(py9pfuse_tmp())
+        try:
+            r = py9pfuse("-o", "attr_timeout=0,ro", address, mnt,
+                         "-o", "nosuid,nodev,relatime,_netdev,noauto,user,x-systemd.foo,rw")
+            assert r.returncode == 0, r.stderr
+            assert is_mounted(mnt)
+            with open("/proc/mounts") as f:
+                line = next(ln for ln in f if ln.split()[1] == mnt)
+            assert line.split()[0] == address and line.split()[2] == "fuse.py9pfuse"
+        finally:
+            unmount(mnt)
+            os.rmdir(mnt)
+
+
+def py9pfuse_tmp() -> str:
+    return tempfile.mkdtemp(prefix="p9mnt-")
+
+
+@pytest.mark.parametrize("args,says", [
+    (["tcp!127.0.0.1!1", "MNT"], "py9pfuse: tcp!127.0.0.1!1: connection refused"),
+    (["tcp!bad!!", "MNT"], "py9pfuse: tcp!bad!!: expected tcp!host!port"),
+    (["tcp!127.0.0.1!1", "MNT", "-o", "frobnicate"], "py9pfuse: unknown option 'frobnicate'"),
+    (["tcp!127.0.0.1!1", "MNT", "-o", "cache=sometimes"], "py9pfuse: cache: expected one of"),
+    (["tcp!127.0.0.1!1", "/nonexistent/mnt"], "py9pfuse: /nonexistent/mnt: mount point does not"),
+])
+def test_bad_input_is_one_line_and_no_mount(args, says, tmp_path):
+    mnt = str(tmp_path / "m")
+    os.mkdir(mnt)
+    r = py9pfuse(*[mnt if a == "MNT" else a for a in args])
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(says), r.stderr
+    assert not is_mounted(mnt)
+
+
+def test_refused_attach_is_one_line_and_no_mount(tmp_path):
+    mnt = str(tmp_path / "m")
+    os.mkdir(mnt)
+    with server("diod") as (address, _):
+        r = py9pfuse(address, mnt, "-o", "aname=/not/exported")
+    assert r.returncode == 1 and not is_mounted(mnt)
+    assert r.stderr.strip() == (f"py9pfuse: {address}: attach to '/not/exported' refused:"
+                                " Operation not permitted")
+
+
+def test_server_going_away_gives_eio_and_unmount_works():
+    with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname) as mnt:
+        with open(os.path.join(mnt, "f"), "w") as f:
+            f.write("x")
+        os.killpg(peer.proc.pid, signal.SIGKILL)
+        time.sleep(1.2)  # past attr_timeout: the kernel asks again
+        t = time.monotonic()
+        with pytest.raises(OSError) as e:
+            os.listdir(mnt)
+        assert e.value.errno == 5 and time.monotonic() - t < 5
+        r = subprocess.run(["umount", mnt], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert not is_mounted(mnt)
+
+
+def test_sigterm_unmounts_cleanly():
+    with server("bundled") as (address, _), mounted(address) as mnt:
+        (pid,) = daemons(mnt)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while is_mounted(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_mounted(mnt)  # and no "Transport endpoint is not connected" left
+        os.listdir(mnt)
+
+
+def test_foreground_with_trace(tmp_path):
+    mnt = str(tmp_path / "m")
+    os.mkdir(mnt)
+    with server("bundled") as (address, _):
+        proc = subprocess.Popen([*CMD, address, mnt, "-f", "-D"],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not is_mounted(mnt) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.listdir(mnt)
+        finally:
+            unmount(mnt)
+        err = proc.communicate(timeout=10)[1]
+    assert proc.returncode == 0
+    assert "<-0- Tversion tag 65535" in err and "Rread tag" in err
+
+
+def test_fstab_lines_mount_with_mount8(tmp_path):
+    helper = shutil.which("py9pfuse", path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin")
+    if helper is None:
+        pytest.fail("py9pfuse is not on mount(8)'s PATH: run make install")
+    with server("bundled") as (address, _):
+        for kind in ("fuse.py9pfuse", "legacy"):
+            mnt = str(tmp_path / kind)
+            os.mkdir(mnt)
+            fstab = tmp_path / f"fstab.{kind}"
+            if kind == "legacy":
+                fstab.write_text(f"py9pfuse#{address} {mnt} fuse _netdev,attr_timeout=2 0 0\n")
+            else:
+                fstab.write_text(f"{address} {mnt} fuse.py9pfuse _netdev,noauto 0 0\n")
+            try:
+                r = subprocess.run(["mount", "-T", str(fstab), mnt], capture_output=True,
+                                   text=True, timeout=60)
+                assert r.returncode == 0, r.stderr
+                assert "hello.txt" in os.listdir(mnt)
+                r = subprocess.run(["umount", mnt], capture_output=True, text=True)
+                assert r.returncode == 0 and not is_mounted(mnt), r.stderr
+            finally:
+                unmount(mnt)
