@@ -47,9 +47,13 @@ test: test-deps
 	PY9PFUSE_REQUIRE_PEERS=1 PY9PFUSE_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python \
 	  $(VENV)/bin/python -m pytest -ra
 
-# Until the FUSE layer lands, the demo shows the codec reading a real diod session.
+# The bundled 9P server, in memory, mounted on $(DEMO); `fusermount3 -u $(DEMO)` ends it.
+DEMO ?= /tmp/py9pfuse-demo
 demo: install
-	$(VENV)/bin/py9pfuse decode tests/captures/diod.9p
+	@if mountpoint -q $(DEMO); then fusermount3 -u $(DEMO); fi
+	$(VENV)/bin/py9pfuse demo $(DEMO)
+	ls -l $(DEMO)
+	cat $(DEMO)/README
 
 # Session throughput against diod and py9p (the FUSE benchmarks join it later).
 bench: test-deps

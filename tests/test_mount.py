@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import glob
 import hashlib
 import os
 import shutil
@@ -288,3 +289,21 @@ def test_fstab_lines_mount_with_mount8(tmp_path):
                 assert r.returncode == 0 and not is_mounted(mnt), r.stderr
             finally:
                 unmount(mnt)
+
+
+def test_demo_mounts_the_bundled_server_and_cleans_up(tmp_path):
+    mnt = str(tmp_path / "demo")  # made by the demo itself
+    sockdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "py9pfuse-demo-*")))
+    r = py9pfuse("demo", mnt)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert f"mounted on {mnt}" in r.stdout and "fusermount3 -u" in r.stdout
+        assert {"README", "hello.txt", "time", "ctl", "events"} <= set(os.listdir(mnt))
+        with open(os.path.join(mnt, "time"), "rb") as f:
+            assert f.read()
+        assert len(daemons(mnt)) == 1
+    finally:
+        unmount(mnt)
+    assert not is_mounted(mnt) and not daemons(mnt)
+    # the server's private socket directory went with it
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "py9pfuse-demo-*"))) == sockdirs
