@@ -158,6 +158,68 @@ def test_synthetic_files_keep_9p_meaning():
             ctl.write(b"second\n")
         out, _ = reader.communicate(timeout=10)
         assert out == b"first\nsecond\n"
+        # each write(2) is one Twrite, and each read of a synthetic file one Tread: the
+        # server hands back every write whole, one per read
+        fd = os.open(os.path.join(mnt, "events"), os.O_RDONLY)
+        try:
+            with open(os.path.join(mnt, "ctl"), "wb", buffering=0) as ctl:
+                for word in (b"one", b"two", b"x" * 5000):
+                    ctl.write(word)
+            assert [os.read(fd, 65536) for _ in range(3)] == [b"one", b"two", b"x" * 5000]
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.parametrize("name", ["bundled", "diod"])
+def test_errors_map_to_the_right_errno(name):
+    import errno as E
+    with server(name) as (address, aname), mounted(address, aname=aname) as mnt:
+        w = os.path.join(mnt, "errs")
+        os.mkdir(w)
+        os.mkdir(os.path.join(w, "d"))
+        open(os.path.join(w, "d", "f"), "w").close()
+        cases = [
+            (E.ENOENT, lambda: open(os.path.join(w, "missing"))),
+            (E.EEXIST, lambda: os.mkdir(os.path.join(w, "d"))),
+            (E.ENOTEMPTY, lambda: os.rmdir(os.path.join(w, "d"))),
+            (E.ENOTDIR, lambda: os.listdir(os.path.join(w, "d", "f"))),
+            (E.EEXIST, lambda: os.open(os.path.join(w, "d", "f"), os.O_CREAT | os.O_EXCL)),
+        ]
+        if name == "bundled":  # 9P2000: no moves across directories, no symlinks
+            cases += [(E.EXDEV, lambda: os.rename(os.path.join(w, "d", "f"),
+                                                 os.path.join(w, "f"))),
+                      (E.EOPNOTSUPP, lambda: os.symlink("d", os.path.join(w, "l")))]
+        for want, op in cases:
+            with pytest.raises(OSError) as e:
+                op()
+            assert e.value.errno == want, (want, e.value)
+
+
+def test_page_cache_is_dropped_when_the_file_changes():
+    with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname,
+                                                       ) as mnt:
+        local, remote = os.path.join(peer.export, "c"), os.path.join(mnt, "c")
+        with open(local, "wb") as f:
+            f.write(b"first version\n")
+        with open(remote, "rb") as f:
+            assert f.read() == b"first version\n"  # now in the page cache
+        time.sleep(0.05)
+        with open(local, "wb") as f:  # another client changes it: new mtime and length
+            f.write(b"second, longer version\n")
+        time.sleep(1.2)  # attr_timeout
+        with open(remote, "rb") as f:
+            assert f.read() == b"second, longer version\n"
+
+
+def test_xattrs_through_the_mount():
+    with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname) as mnt:
+        path = os.path.join(mnt, "x")
+        open(path, "w").close()
+        os.setxattr(path, "user.colour", b"blue")
+        assert os.getxattr(path, "user.colour") == b"blue"
+        assert "user.colour" in os.listxattr(path)
+        os.removexattr(path, "user.colour")
+        assert "user.colour" not in os.listxattr(path)
 
 
 def test_blocking_read_blocks_only_its_caller():

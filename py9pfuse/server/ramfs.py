@@ -63,14 +63,14 @@ class Node:
 
 
 class Events:
-    """Lines written to ctl, handed out one per read of events; a read waits for one."""
+    """Each write to ctl, handed out whole by one read of events; a read waits for one.
+    So a client that merged or split writes would show it here."""
 
     def __init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel(1000)
 
     async def write(self, data: bytes) -> None:
-        for line in data.decode("utf-8", "replace").splitlines():
-            await self._send.send(line.encode() + b"\n")
+        await self._send.send(data)
 
     async def read(self, offset: int, count: int) -> bytes:
         return (await self._recv.receive())[:count]
@@ -82,7 +82,8 @@ This tree is served by py9pfuse's bundled 9P2000 server and mounted through FUSE
   cat hello.txt          an ordinary file; edit it, copy files in, mkdir, rm, mv
   cat time               a synthetic file: length 0 in ls -l, yet every read has data
   echo hi > ctl          one write(2) is one 9P Twrite: ctl takes one command per write
-  cat events             blocks until something is written to ctl, then prints it
+  cat events             blocks until something is written to ctl, then prints each
+                         write whole
                          (run it in a second terminal, then echo into ctl)
 """
 
