@@ -87,8 +87,11 @@ def sort_options(values, address: str) -> MountOptions:
     for key in ("attr_timeout", "entry_timeout", "cache"):
         if key in ours:
             out.config[key] = ours[key]
-    # commas would split the option libfuse is given; the address names the mount
-    out.fuse |= {f"fsname={ours.get('fsname', address).replace(',', '_')}", "subtype=py9pfuse"}
+    # commas would split the option libfuse is given; the address names the mount.
+    # auto_unmount: fusermount3 stays to unmount if we die, even by SIGKILL, so a
+    # crash never leaves "Transport endpoint is not connected" behind.
+    out.fuse |= {f"fsname={ours.get('fsname', address).replace(',', '_')}", "subtype=py9pfuse",
+                 "auto_unmount"}
     return out
 
 

@@ -37,7 +37,8 @@ def daemons(path: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if os.fsencode(path) in argv and any(b"py9pfuse" in a for a in argv):
+        if os.fsencode(path) in argv and any(b"py9pfuse" in a for a in argv) \
+                and b"fusermount" not in argv[0]:  # not auto_unmount's watcher
             out.append(int(pid))
     return out
 

@@ -311,6 +311,17 @@ def test_sigterm_unmounts_cleanly():
         os.listdir(mnt)
 
 
+def test_a_killed_daemon_leaves_no_dead_mount():
+    with server("bundled") as (address, _), mounted(address) as mnt:
+        (pid,) = daemons(mnt)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while is_mounted(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_mounted(mnt)
+        os.listdir(mnt)  # not ENOTCONN
+
+
 def test_foreground_with_trace(tmp_path):
     mnt = str(tmp_path / "m")
     os.mkdir(mnt)
