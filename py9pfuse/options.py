@@ -29,6 +29,14 @@ def _size(v: str) -> int:
     return n
 
 
+def _auth(v: str) -> str:
+    from .client.auth import METHODS
+
+    if v not in METHODS:
+        raise OptionError(f"auth={v}: expected one of {', '.join(METHODS)}")
+    return v
+
+
 def _positive(kind):
     def conv(v: str):
         try:
@@ -49,6 +57,8 @@ SESSION = {
     "msize": (_size, "largest message to ask for (default 1M; the server may lower it)"),
     "timeout": (_positive(float), "seconds to wait for a reply that should not block (default 30)"),
     "window": (_positive(int), "Treads/Twrites in flight for one large read or write (default 16)"),
+    "auth": (_auth, "auto (default), none or munge: how to answer a server that asks for"
+                    " authentication"),
 }
 
 
@@ -73,7 +83,8 @@ def parse(values: list[str] | tuple[str, ...], known: dict = SESSION) -> dict:
 
 def session_kwargs(opts: dict) -> dict:
     """The keyword arguments of py9pfuse.connect for these options."""
-    kw = {k: opts[k] for k in ("uname", "aname", "version", "msize", "window") if k in opts}
+    kw = {k: opts[k] for k in ("uname", "aname", "version", "msize", "window", "auth")
+          if k in opts}
     if "timeout" in opts:
         kw["op_timeout"] = opts["timeout"]
     return kw

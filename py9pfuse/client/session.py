@@ -85,6 +85,7 @@ class Session:
         self.conn_id = conn_id
         self.fids = FidPool()
         self.root: Fid | None = None
+        self.secret_fids: set[int] = set()  # afids: their data is redacted in the trace
         self.stats = {"requests": 0, "flushes": 0, "late_replies": 0, "stray_replies": 0,
                       "quarantined_tags": 0}
         self._framer = Framer(msize)
@@ -130,7 +131,8 @@ class Session:
             p.error = P9Error(E.EIO, f"{self.address}: bad reply to {p.msg.NAME}: {e}")
         else:
             if self.trace:
-                self.trace(trace_line(reply, self.conn_id))
+                secret = getattr(p.msg, "fid", None) in self.secret_fids
+                self.trace(trace_line(reply, self.conn_id, redact=secret))
             if reply.TYPE != p.msg.TYPE + 1 and reply.NAME not in ("Rerror", "Rlerror"):
                 p.error = P9Error(E.EIO, f"{self.address}: {reply.NAME} in reply to {p.msg.NAME}")
             p.reply = reply
@@ -185,7 +187,8 @@ class Session:
                 if self._broken:
                     raise self._broken
                 if self.trace:
-                    self.trace(trace_line(msg, self.conn_id))
+                    secret = getattr(msg, "fid", None) in self.secret_fids
+                    self.trace(trace_line(msg, self.conn_id, redact=secret))
                 # half a frame would desynchronise the stream for everyone: never cancel
                 # a send midway, but do not wait forever for a server that stopped reading
                 with trio.CancelScope(shield=True):
@@ -283,15 +286,53 @@ class Session:
     # --- fids
 
     async def attach(self, uname: str, aname: str, n_uname: int = NONUNAME,
-                     afid: int = NOFID) -> Fid:
+                     auth: str = "auto") -> Fid:
+        """Tauth (unless auth is "none"), the auth protocol on the afid, Tattach."""
+        afid = await self._authenticate(uname, aname, n_uname, auth)
         num = self.fids.alloc()
         try:
-            r = await self.rpc(m.Tattach(num, afid, uname, aname, n_uname=n_uname))
+            r = await self.rpc(m.Tattach(num, afid.num if afid else NOFID, uname, aname,
+                                         n_uname=n_uname))
+        except ServerError as e:
+            self.fids.release(num)
+            if auth == "none" and e.errno in (E.EPERM, E.EACCES):
+                raise ServerError(e.errno, f"{e.ename} (not authenticated: auth=none was"
+                                           f" given)", "Tattach") from None
+            raise
         except BaseException:
             self.fids.release(num)
             raise
+        finally:
+            if afid is not None:  # its work is done once the attach has been answered
+                await self.clunk(afid)
+                self.secret_fids.discard(afid.num)
         self.root = Fid(num, r.qid)
         return self.root
+
+    async def _authenticate(self, uname: str, aname: str, n_uname: int,
+                            method: str) -> Fid | None:
+        from . import auth
+
+        if method == "none":
+            return None
+        num = self.fids.alloc()
+        try:
+            r = await self.rpc(m.Tauth(num, uname, aname, n_uname=n_uname))
+        except ServerError:  # attach(5): an error here means no authentication is needed
+            self.fids.release(num)
+            return None
+        except BaseException:
+            self.fids.release(num)
+            raise
+        afid = Fid(num, r.aqid, mode=0)
+        self.secret_fids.add(num)  # what crosses the afid is never traced
+        try:
+            await auth.run(method, self, afid)
+        except BaseException:
+            await self.clunk(afid)
+            self.secret_fids.discard(num)
+            raise
+        return afid
 
     async def walk(self, fid: Fid, names: list[str]) -> Fid:
         """A new fid for fid/names (a clone when names is empty); ENOENT if any is missing.
@@ -519,7 +560,8 @@ async def negotiate(address: Address, *, version: str | None = None, msize: int 
 @asynccontextmanager
 async def open_session(address: str | Address, *, version: str | None = None,
                        msize: int = DEFAULT_MSIZE, uname: str | None = None, aname: str = "",
-                       n_uname: int | None = None, attach: bool = True, **kw):
+                       n_uname: int | None = None, attach: bool = True, auth: str = "auto",
+                       **kw):
     """Dial, negotiate, start the reader, attach; yield the Session; close it on exit."""
     addr = parse(address) if isinstance(address, str) else address
     if msize < MIN_MSIZE + IOHDRSZ:
@@ -536,7 +578,7 @@ async def open_session(address: str | Address, *, version: str | None = None,
                         uname = _login_name()
                     if n_uname is None:
                         n_uname = os.getuid()
-                    await session.attach(uname, aname, n_uname)
+                    await session.attach(uname, aname, n_uname, auth)
                 yield session
             finally:
                 await session.aclose()
