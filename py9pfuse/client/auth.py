@@ -11,6 +11,7 @@ here is an async function given the afid's reader/writer.
 from __future__ import annotations
 
 import errno as E
+import os
 import shutil
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from ..proto import P9_2000_L
 from .errors import P9Error
 from .fids import Fid
 
-METHODS = ("auto", "none", "munge")
+METHODS = ("auto", "none", "munge", "p9any", "p9sk1")
 
 
 class AuthError(P9Error):
@@ -72,24 +73,141 @@ async def munge(io: AfidIO) -> None:
     await io.write(await munge_credential())
 
 
-PROTOCOLS = {"munge": munge}
+@dataclass
+class Identity:
+    """Who we are for Plan 9 authentication; the key never appears in a message."""
+
+    user: str
+    key: bytes | None = None  # the DES key (passtokey of the password)
+    authdom: str | None = None  # which of the server's domains to answer (default: first)
+    authserver: str | None = None  # dial string of the auth server (port 567)
+
+    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
+        return f"Identity(user={self.user!r}, authdom={self.authdom!r})"
 
 
-async def choose(method: str, session) -> str:
-    """The protocol to run on an afid the server gave us, for auth=method."""
+async def _read_cstring(io: AfidIO) -> str:
+    data = await io.read(4096)
+    if b"\0" not in data:
+        raise P9Error(E.EPROTO, "p9any: the server's message is not NUL-terminated")
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+async def p9any(io: AfidIO, who: Identity, only: str | None = None) -> None:
+    """Plan 9's negotiation (authsrv(6)): the server offers "v.2 proto@dom ..." (v.1
+    has no "v.2 "), we name one with its domain, and in v.2 the server says "OK"."""
+    offer = await _read_cstring(io)
+    words = offer.split()
+    v2 = bool(words) and words[0] == "v.2"
+    offered = [w.partition("@") for w in words[1 if v2 else 0 :]]
+    names = ", ".join(f"{p}@{d}" for p, _, d in offered) or "nothing"
+    want = [(p, d) for p, _, d in offered if p == (only or "p9sk1")
+            and (who.authdom is None or d == who.authdom)]
+    if not want:
+        raise P9Error(E.EPROTONOSUPPORT, f"the server offers {names}; we speak p9sk1")
+    proto, dom = want[0]
+    await io.write(f"{proto} {dom}".encode() + b"\0")
+    if v2:
+        ok = await _read_cstring(io)
+        if ok != "OK":
+            raise P9Error(E.EPROTO, f"p9any: the server answered {ok!r}, not OK")
+    await p9sk1(io, who, dom)
+
+
+async def p9sk1(io: AfidIO, who: Identity, dom: str | None = None) -> None:
+    """p9sk1: our challenge; the server's ticket request; tickets from the auth server,
+    or made here when we are the server's authid; the server's ticket and our
+    authenticator; the server's authenticator, checked against our challenge."""
+    from . import p9crypt as c
+
+    if who.key is None:
+        raise P9Error(E.EACCES, "p9sk1 needs a key: give keyfile= or $PY9PFUSE_PASSWORD")
+    chc = os.urandom(c.CHALLEN)
+    await io.write(chc)
+    try:
+        tr = c.Ticketreq.unpack(await io.read(c.TICKREQLEN))
+    except ValueError as e:
+        raise P9Error(E.EPROTO, f"p9sk1: {e}") from None
+    if dom is not None and tr.authdom != dom:
+        raise P9Error(E.EPROTO, f"p9sk1: ticket request for {tr.authdom!r}, not {dom!r}")
+    tr.hostid = tr.uid = who.user
+    if who.authserver:
+        ctk, stk = await get_tickets(who.authserver, tr)
+    elif tr.authid == who.user:  # we are the server's own identity: no auth server needed
+        kn = os.urandom(c.DESKEYLEN)
+        ctk = c.Ticket(c.AuthTc, tr.chal, who.user, who.user, kn).seal(who.key)
+        stk = c.Ticket(c.AuthTs, tr.chal, who.user, who.user, kn).seal(who.key)
+    else:
+        raise P9Error(E.EACCES, f"the server is {tr.authid!r}@{tr.authdom}: tickets for"
+                                f" {who.user!r} need its auth server (authserver=)")
+    t = c.Ticket.open(who.key, ctk)
+    if t.num != c.AuthTc or t.chal != tr.chal:
+        raise P9Error(E.EACCES, "the ticket does not open with our key (wrong password?)")
+    await io.write(stk + c.Authenticator(c.AuthAc, tr.chal).seal(t.key))
+    try:
+        a = c.Authenticator.open(t.key, await io.read(c.AUTHENTLEN))
+    except ValueError as e:
+        raise P9Error(E.EACCES, f"p9sk1: {e} (the server refused us?)") from None
+    if a.num != c.AuthAs or a.chal != chc:
+        raise P9Error(E.EACCES, "the server's authenticator is wrong: it is not who it says")
+
+
+async def get_tickets(authserver: str, tr) -> tuple[bytes, bytes]:
+    """Ask the auth server (authsrv(6)) for the client's and the server's tickets."""
+    from . import p9crypt as c
+    from .dial import open_stream, parse
+
+    req = c.Ticketreq(c.AuthTreq, tr.authid, tr.authdom, tr.chal, tr.hostid, tr.uid).pack()
+    try:
+        with trio.fail_after(15):
+            stream = await open_stream(parse(authserver))
+            async with stream:
+                await stream.send_all(req)
+                reply = b""
+                while len(reply) < 1 or (reply[0] == c.AuthOK and len(reply) < 1 + 2 *
+                                         c.TICKETLEN) or (reply[0] == c.AuthErr and
+                                                          len(reply) < 1 + c.ERRMAX):
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        break
+                    reply += data
+    except trio.TooSlowError:
+        raise P9Error(E.ETIMEDOUT, f"auth server {authserver}: no answer") from None
+    if reply[:1] == bytes([c.AuthOK]) and len(reply) >= 1 + 2 * c.TICKETLEN:
+        return reply[1 : 1 + c.TICKETLEN], reply[1 + c.TICKETLEN : 1 + 2 * c.TICKETLEN]
+    if reply[:1] == bytes([c.AuthErr]):
+        why = reply[1 : 1 + c.ERRMAX].split(b"\0", 1)[0].decode(errors="replace")
+        raise P9Error(E.EACCES, f"auth server {authserver}: {why}")
+    raise P9Error(E.EPROTO, f"auth server {authserver}: not an auth server's answer")
+
+
+PROTOCOLS = {"munge": munge, "p9any": p9any, "p9sk1": p9sk1}
+
+
+def choose(method: str, session, who: Identity | None) -> str:
+    """The protocol to run on an afid the server gave us, for auth=method: with auto,
+    MUNGE on 9P2000.L (diod's), p9any on the others (Plan 9's)."""
     if method != "auto":
         return method
-    if session.dialect == P9_2000_L and shutil.which("munge"):
-        return "munge"  # what diod, the .L server that authenticates, speaks
-    raise P9Error(E.EACCES, "the server asks for authentication; choose a protocol with"
-                            " -o auth=munge")
+    if session.dialect == P9_2000_L:
+        if shutil.which("munge"):
+            return "munge"
+        raise P9Error(E.EACCES, "the server asks for authentication (MUNGE, as diod does?);"
+                                " install munge or choose -o auth=")
+    return "p9any"
 
 
-async def run(method: str, session, afid: Fid) -> None:
+async def run(method: str, session, afid: Fid, who: Identity | None = None) -> None:
     """Speak the protocol on the afid; AuthError naming what went wrong."""
     io = AfidIO(session, afid)
+    who = who or Identity(session.uname or "none")
     try:
-        name = await choose(method, session)
-        await PROTOCOLS[name](io)
+        name = choose(method, session, who)
+        if name == "munge":
+            await munge(io)
+        else:  # Plan 9 servers always wrap p9sk1 in p9any's negotiation
+            await p9any(io, who, only="p9sk1")
     except P9Error as e:
-        raise AuthError(session.address.text, getattr(e, "ename", None) or str(e)) from None
+        why = getattr(e, "ename", None) or str(e)
+        raise AuthError(session.address.text,
+                        why.removeprefix("authentication failed: ")) from None

@@ -85,6 +85,7 @@ class Session:
         self.conn_id = conn_id
         self.fids = FidPool()
         self.root: Fid | None = None
+        self.uname: str | None = None
         self.secret_fids: set[int] = set()  # afids: their data is redacted in the trace
         self.stats = {"requests": 0, "flushes": 0, "late_replies": 0, "stray_replies": 0,
                       "quarantined_tags": 0}
@@ -286,9 +287,12 @@ class Session:
     # --- fids
 
     async def attach(self, uname: str, aname: str, n_uname: int = NONUNAME,
-                     auth: str = "auto") -> Fid:
+                     auth: str = "auto", identity=None) -> Fid:
         """Tauth (unless auth is "none"), the auth protocol on the afid, Tattach."""
-        afid = await self._authenticate(uname, aname, n_uname, auth)
+        self.uname = uname
+        if self.dialect == P9_2000:
+            n_uname = NONUNAME  # not sent in 9P2000: keep the trace true
+        afid = await self._authenticate(uname, aname, n_uname, auth, identity)
         num = self.fids.alloc()
         try:
             r = await self.rpc(m.Tattach(num, afid.num if afid else NOFID, uname, aname,
@@ -310,7 +314,7 @@ class Session:
         return self.root
 
     async def _authenticate(self, uname: str, aname: str, n_uname: int,
-                            method: str) -> Fid | None:
+                            method: str, identity) -> Fid | None:
         from . import auth
 
         if method == "none":
@@ -327,7 +331,7 @@ class Session:
         afid = Fid(num, r.aqid, mode=0)
         self.secret_fids.add(num)  # what crosses the afid is never traced
         try:
-            await auth.run(method, self, afid)
+            await auth.run(method, self, afid, identity)
         except BaseException:
             await self.clunk(afid)
             self.secret_fids.discard(num)
@@ -561,7 +565,7 @@ async def negotiate(address: Address, *, version: str | None = None, msize: int 
 async def open_session(address: str | Address, *, version: str | None = None,
                        msize: int = DEFAULT_MSIZE, uname: str | None = None, aname: str = "",
                        n_uname: int | None = None, attach: bool = True, auth: str = "auto",
-                       **kw):
+                       identity=None, **kw):
     """Dial, negotiate, start the reader, attach; yield the Session; close it on exit."""
     addr = parse(address) if isinstance(address, str) else address
     if msize < MIN_MSIZE + IOHDRSZ:
@@ -578,7 +582,7 @@ async def open_session(address: str | Address, *, version: str | None = None,
                         uname = _login_name()
                     if n_uname is None:
                         n_uname = os.getuid()
-                    await session.attach(uname, aname, n_uname, auth)
+                    await session.attach(uname, aname, n_uname, auth, identity)
                 yield session
             finally:
                 await session.aclose()

@@ -80,6 +80,8 @@ _PLAN9 = {
     "walk -- in a non-directory": E.ENOTDIR,
     "bad offset in directory read": E.EINVAL,
     "authentication failed": E.EACCES,
+    "authentication required": E.EPERM,
+    "prior auth required": E.EPERM,  # diod's words, in its .u days
     "file system full": E.ENOSPC,
     "file system is full": E.ENOSPC,
     "read only file system": E.EROFS,
@@ -120,6 +122,8 @@ _PHRASES = (
     ("too long", E.ENAMETOOLONG),
     ("no space", E.ENOSPC),
     ("timed out", E.ETIMEDOUT),
+    ("authentication failed", E.EACCES),
+    ("auth required", E.EPERM),
     ("interrupted", E.EINTR),
 )
 

@@ -16,6 +16,7 @@ import trio
 
 from .. import proto as p
 from ..proto import messages as m
+from .p9auth import AfidConversation, AuthConfig
 from .ramfs import Node
 
 MSIZE = 65536 + p.IOHDRSZ
@@ -34,6 +35,7 @@ class FidState:
     mode: int | None = None  # open mode, None while only walked
     listing: bytes = b""  # a directory read's stat records, fixed at the first read
     dir_offset: int = 0
+    conv: AfidConversation | None = None  # set on an afid: reads and writes go to it
 
 
 @dataclass
@@ -42,12 +44,16 @@ class Conn:
     msize: int = MSIZE
     fids: dict[int, FidState] = field(default_factory=dict)
     tasks: dict[int, trio.CancelScope] = field(default_factory=dict)  # tag -> its request
+    nursery: trio.Nursery | None = None
 
 
 class Server:
-    def __init__(self, root: Node, log=None):
+    """Serves root; with `auth`, every attach must carry an afid that passed p9sk1."""
+
+    def __init__(self, root: Node, log=None, auth: AuthConfig | None = None):
         self.root = root
         self.log = log
+        self.auth_config = auth  # (self.auth is the Tauth handler)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         conn = Conn(self.root)
@@ -60,6 +66,7 @@ class Server:
                 await stream.send_all(p.encode(msg, p.P9_2000))
 
         async with stream, trio.open_nursery() as nursery:
+            conn.nursery = nursery
             while True:
                 try:
                     data = await stream.receive_some(1 << 16)
@@ -131,17 +138,32 @@ class Server:
             raise Refused(E.EBADF, "duplicate fid")
 
     async def auth(self, conn, msg):
-        raise Refused(E.EACCES, "authentication not required")
+        if self.auth_config is None:
+            raise Refused(E.EACCES, "authentication not required")
+        self._new(conn, msg.afid)
+        conv = AfidConversation(self.auth_config)
+        conn.fids[msg.afid] = FidState(conn.root, mode=p.ORDWR, conv=conv)
+        conn.nursery.start_soon(conv.run)
+        return m.Rauth(p.Qid(p.QTAUTH, 0, 0))
 
     async def attach(self, conn, msg):
         self._new(conn, msg.fid)
-        if msg.afid != p.NOFID:
+        if self.auth_config is None and msg.afid != p.NOFID:
             raise Refused(E.EACCES, "authentication not required")
+        if self.auth_config is not None:
+            a = conn.fids.get(msg.afid) if msg.afid != p.NOFID else None
+            if a is None or a.conv is None:
+                raise Refused(E.EPERM, "authentication required")
+            if a.conv.user != msg.uname:
+                raise Refused(E.EACCES, a.conv.error or f"authentication failed for"
+                                                      f" {msg.uname}")
         conn.fids[msg.fid] = FidState(conn.root)
         return m.Rattach(conn.root.qid)
 
     async def walk(self, conn, msg):
         f = self._fid(conn, msg.fid)
+        if f.conv is not None:
+            raise Refused(E.EBADF, "cannot walk an afid")
         if f.mode is not None:
             raise Refused(E.EBADF, "cannot walk an open fid")
         if msg.newfid != msg.fid:
@@ -195,6 +217,11 @@ class Server:
         if f.mode is None:
             raise Refused(E.EBADF, "read on a fid that is not open")
         count = min(msg.count, conn.msize - p.IOHDRSZ)
+        if f.conv is not None:
+            try:
+                return m.Rread((await f.conv.client_reads())[:count])
+            except PermissionError as e:
+                raise Refused(E.EACCES, str(e)) from None
         node = f.node
         if node.is_dir:
             return m.Rread(self._dirread(f, msg.offset, count))
@@ -224,7 +251,9 @@ class Server:
         if f.mode is None or f.mode & 3 == p.OREAD:
             raise Refused(E.EBADF, "write on a fid not open for writing")
         node = f.node
-        if node.on_write:
+        if f.conv is not None:
+            await f.conv.client_wrote(msg.data)
+        elif node.on_write:
             await node.on_write(msg.data)
         elif node.on_read:
             raise Refused(E.EACCES, "read-only file")
@@ -295,7 +324,8 @@ class Server:
         return m.Rwstat()
 
 
-async def serve_unix(path: str, root: Node, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve_unix(path: str, root: Node, *, auth: AuthConfig | None = None,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve root on a unix socket at path (made private: mode 0600) until cancelled."""
     if os.path.exists(path):
         os.unlink(path)
@@ -306,7 +336,7 @@ async def serve_unix(path: str, root: Node, *, task_status=trio.TASK_STATUS_IGNO
     listener = trio.SocketListener(sock)
     task_status.started(path)
     try:
-        await trio.serve_listeners(Server(root).handle, [listener])
+        await trio.serve_listeners(Server(root, auth=auth).handle, [listener])
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()

@@ -1,0 +1,103 @@
+"""p9any/p9sk1 end to end: the bundled server requires it; tickets are made locally or
+by the bundled auth server; a wrong key or unknown user is one clear error."""
+
+from __future__ import annotations
+
+import errno as E
+
+import pytest
+import trio
+
+import py9pfuse
+from py9pfuse.client import p9crypt as c
+from py9pfuse.client.auth import Identity
+from py9pfuse.server import demo_tree, serve_unix
+from py9pfuse.server.p9auth import AuthConfig, AuthServer, serve_authserver
+
+KEYS = {"glenda": c.passtokey("glenda's secret"), "fs": c.passtokey("the file server's key")}
+
+
+async def start(nursery, tmp_path, authid: str):
+    sock = str(tmp_path / "fs.sock")
+    await nursery.start(lambda task_status: serve_unix(
+        sock, demo_tree(), auth=AuthConfig(authid, "test.dom", KEYS[authid]),
+        task_status=task_status))
+    return f"unix!{sock}"
+
+
+async def test_local_tickets_when_we_are_the_servers_authid(nursery, tmp_path):
+    addr = await start(nursery, tmp_path, "glenda")
+    who = Identity("glenda", KEYS["glenda"])
+    async with py9pfuse.connect(addr, uname="glenda", auth="p9any", identity=who) as fs:
+        assert await fs.read_bytes("/hello.txt") == b"hello, 9P\n"
+        assert fs.session.fids.live == 1
+
+
+async def test_auto_speaks_p9any_to_a_9p2000_server(nursery, tmp_path):
+    addr = await start(nursery, tmp_path, "glenda")
+    who = Identity("glenda", KEYS["glenda"])
+    async with py9pfuse.connect(addr, uname="glenda", identity=who) as fs:
+        assert "hello.txt" in [e.name for e in await fs.listdir("/")]
+
+
+async def test_tickets_from_the_auth_server(nursery, tmp_path):
+    addr = await start(nursery, tmp_path, "fs")
+    asock = str(tmp_path / "auth.sock")
+    await nursery.start(serve_authserver, asock, AuthServer("test.dom", dict(KEYS)))
+    who = Identity("glenda", KEYS["glenda"], authserver=f"unix!{asock}")
+    async with py9pfuse.connect(addr, uname="glenda", auth="p9sk1", identity=who) as fs:
+        assert await fs.read_bytes("/hello.txt") == b"hello, 9P\n"
+
+
+@pytest.mark.parametrize("case", ["wrong-key-local", "wrong-key-authserver", "unknown-user",
+                                  "no-authserver", "no-key", "no-auth"])
+async def test_refusals_are_one_clear_line(nursery, tmp_path, case):
+    authid = "glenda" if case in ("wrong-key-local", "no-key", "no-auth") else "fs"
+    addr = await start(nursery, tmp_path, authid)
+    asock = str(tmp_path / "auth.sock")
+    await nursery.start(serve_authserver, asock, AuthServer("test.dom", dict(KEYS)))
+    key, user, authserver, auth = c.passtokey("guess"), "glenda", f"unix!{asock}", "p9any"
+    if case == "unknown-user":
+        user, key = "nobody", KEYS["glenda"]
+    elif case == "no-authserver":
+        authserver, key = None, KEYS["glenda"]
+    elif case == "no-key":
+        key = None
+    elif case == "no-auth":
+        auth = "none"
+    elif case == "wrong-key-local":
+        authserver = None
+    who = Identity(user, key, authserver=authserver)
+    with pytest.raises(OSError) as e:
+        async with py9pfuse.connect(addr, uname=user, auth=auth, identity=who):
+            pass
+    text = str(e.value)
+    assert len(text.splitlines()) == 1
+    assert text.startswith(f"{addr}: authentication failed: ") or case == "no-auth"
+    want = {"wrong-key-local": "bad ticket", "wrong-key-authserver": "wrong password?",
+            "unknown-user": "unknown user", "no-authserver": "need its auth server",
+            "no-key": "p9sk1 needs a key", "no-auth": "authentication required"}[case]
+    assert want in text, text
+    assert e.value.errno in (E.EACCES, E.EPERM)
+
+
+def test_encrypt_steps_seven_bytes_and_decrypt_undoes_it():
+    key = c.passtokey("x")
+    for n in (8, 13, 72, 141):
+        data = bytes(range(n))
+        sealed = c.encrypt(key, data)
+        assert sealed != data and c.decrypt(key, sealed) == data
+    # an 8-byte buffer is one plain DES block with the expanded key
+    from Crypto.Cipher import DES
+    assert c.encrypt(key, b"abcdefgh") == DES.new(c.des56to64(key), DES.MODE_ECB).encrypt(
+        b"abcdefgh")
+    # 9 bytes: block at 0, then the block at 1 (the overlapping step)
+    d = DES.new(c.des56to64(key), DES.MODE_ECB)
+    first = d.encrypt(b"abcdefgh") + b"i"
+    assert c.encrypt(key, b"abcdefghi") == first[:1] + d.encrypt(first[1:9])
+
+
+def test_des56to64_spreads_seven_bits_per_byte():
+    assert c.des56to64(b"\xff" * 7) == b"\xfe" * 8
+    assert c.des56to64(b"\x80" + b"\0" * 6) == b"\x80" + b"\0" * 7
+    assert c.des56to64(b"\0" * 6 + b"\x01") == b"\0" * 7 + b"\x02"
