@@ -29,6 +29,11 @@ def _size(v: str) -> int:
     return n
 
 
+def _no_password(v: str) -> str:
+    raise OptionError("password=: a password on the command line is visible to every user"
+                      " (ps); use keyfile= or $PY9PFUSE_PASSWORD")
+
+
 def _auth(v: str) -> str:
     from .client.auth import METHODS
 
@@ -57,8 +62,13 @@ SESSION = {
     "msize": (_size, "largest message to ask for (default 1M; the server may lower it)"),
     "timeout": (_positive(float), "seconds to wait for a reply that should not block (default 30)"),
     "window": (_positive(int), "Treads/Twrites in flight for one large read or write (default 16)"),
-    "auth": (_auth, "auto (default), none or munge: how to answer a server that asks for"
-                    " authentication"),
+    "auth": (_auth, "auto (default), none, munge, p9any or p9sk1: how to answer a server"
+                    " that asks for authentication"),
+    "user": (str, "Plan 9 identity for p9sk1 (default: uname)"),
+    "authdom": (str, "authentication domain to answer, of those the server offers"),
+    "authserver": (str, "dial string of the auth server (tcp!host!567) for p9sk1 tickets"),
+    "keyfile": (str, "file holding the password (mode 0600 or stricter)"),
+    "password": (_no_password, ""),
 }
 
 
@@ -82,9 +92,51 @@ def parse(values: list[str] | tuple[str, ...], known: dict = SESSION) -> dict:
 
 
 def session_kwargs(opts: dict) -> dict:
-    """The keyword arguments of py9pfuse.connect for these options."""
+    """The keyword arguments of py9pfuse.connect for these options (the key is read,
+    or asked for, here: before a mount goes into the background)."""
     kw = {k: opts[k] for k in ("uname", "aname", "version", "msize", "window", "auth")
           if k in opts}
     if "timeout" in opts:
         kw["op_timeout"] = opts["timeout"]
+    if kw.get("auth") not in ("none", "munge"):
+        kw["identity"] = identity(opts)
     return kw
+
+
+def identity(opts: dict):
+    """Who we are for Plan 9 authentication, with the key from keyfile=, from
+    $PY9PFUSE_PASSWORD, or typed at a prompt; None when none of them says."""
+    import getpass
+    import os
+    import stat
+    import sys
+
+    from .client.auth import Identity
+    from .client.p9crypt import passtokey
+
+    password = None
+    if "keyfile" in opts:
+        path = opts["keyfile"]
+        try:
+            st = os.stat(path)
+            if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise OptionError(f"keyfile={path}: readable by others (mode"
+                                  f" {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+            if st.st_uid != os.getuid():
+                raise OptionError(f"keyfile={path}: not owned by you")
+            with open(path, encoding="utf-8") as f:
+                password = f.readline().rstrip("\n")
+        except OSError as e:
+            raise OptionError(f"keyfile={path}: {e.strerror.lower()}") from None
+    elif os.environ.get("PY9PFUSE_PASSWORD"):
+        password = os.environ["PY9PFUSE_PASSWORD"]
+    elif opts.get("auth") in ("p9any", "p9sk1") and sys.stdin.isatty():
+        password = getpass.getpass(f"password for {opts.get('user') or opts.get('uname')}: ")
+    user = opts.get("user") or opts.get("uname")
+    if password is None and user is None:
+        return None
+    if user is None:
+        import pwd
+        user = pwd.getpwuid(os.getuid()).pw_name
+    return Identity(user, passtokey(password) if password is not None else None,
+                    opts.get("authdom"), opts.get("authserver"))

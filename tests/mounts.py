@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,11 +76,12 @@ def mounted(address: str, *options: str, aname: str = "") -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def bundled_server() -> Iterator[str]:
-    """The bundled 9P2000 server as its own process on a unix socket; its address."""
+def bundled_server(*args: str) -> Iterator[str]:
+    """The bundled 9P2000 server as its own process on a unix socket; its address.
+    args go to `python -m py9pfuse.server` (its auth options)."""
     d = tempfile.mkdtemp(prefix="p9bundled-")
     sock = os.path.join(d, "s")
-    proc = subprocess.Popen([sys.executable, "-m", "py9pfuse.server", sock],
+    proc = subprocess.Popen([sys.executable, "-m", "py9pfuse.server", sock, *args],
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 10
@@ -91,9 +93,7 @@ def bundled_server() -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(5)
-        with contextlib.suppress(OSError):
-            os.unlink(sock)
-        os.rmdir(d)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -4,9 +4,12 @@ by the bundled auth server; a wrong key or unknown user is one clear error."""
 from __future__ import annotations
 
 import errno as E
+import os
 
 import pytest
-import trio
+
+from mounts import bundled_server, is_mounted, mounted
+from mounts import py9pfuse as cmd
 
 import py9pfuse
 from py9pfuse.client import p9crypt as c
@@ -101,3 +104,84 @@ def test_des56to64_spreads_seven_bits_per_byte():
     assert c.des56to64(b"\xff" * 7) == b"\xfe" * 8
     assert c.des56to64(b"\x80" + b"\0" * 6) == b"\x80" + b"\0" * 7
     assert c.des56to64(b"\0" * 6 + b"\x01") == b"\0" * 7 + b"\x02"
+
+
+# --- through the py9pfuse command: mounting, keys, and what the user is told
+
+
+def write_secret(path, text: str, mode: int = 0o600) -> str:
+    path.write_text(text + "\n")
+    os.chmod(path, mode)
+    return str(path)
+
+
+@pytest.fixture
+def plan9_server(tmp_path):
+    """The bundled server as glenda's file server, with an auth server knowing glenda
+    and the file server's own identity, fs."""
+    users = tmp_path / "users"
+    users.write_text("glenda glenda-pw\nfs fs-pw\n")
+    fskey = write_secret(tmp_path / "fs.key", "fs-pw")
+    asock = str(tmp_path / "auth.sock")
+    with bundled_server("--authid", "fs", "--authdom", "test.dom", "--keyfile", fskey,
+                        "--authserver", asock, "--users", str(users)) as addr:
+        yield addr, f"unix!{asock}"
+
+
+def test_mount_with_p9sk1_through_the_auth_server(plan9_server, tmp_path):
+    addr, authserver = plan9_server
+    key = write_secret(tmp_path / "glenda.key", "glenda-pw")
+    with mounted(addr, "uname=glenda", "auth=p9sk1", f"authserver={authserver}",
+                 f"keyfile={key}") as mnt:
+        with open(os.path.join(mnt, "hello.txt"), "rb") as f:
+            assert f.read() == b"hello, 9P\n"
+
+
+def test_mount_with_the_wrong_password_is_refused(plan9_server, tmp_path):
+    addr, authserver = plan9_server
+    key = write_secret(tmp_path / "glenda.key", "not-her-password")
+    mnt = str(tmp_path / "m")
+    os.mkdir(mnt)
+    r = cmd(addr, mnt, "-o", f"uname=glenda,authserver={authserver},keyfile={key}")
+    assert r.returncode == 1 and not is_mounted(mnt)
+    assert r.stderr.strip() == (f"py9pfuse: {addr}: authentication failed: the ticket does not"
+                                " open with our key (wrong password?)")
+
+
+def test_password_from_the_environment_with_local_tickets(tmp_path):
+    fskey = write_secret(tmp_path / "fs.key", "glenda-pw")
+    with bundled_server("--authid", "glenda", "--authdom", "d", "--keyfile", fskey) as addr:
+        r = cmd("ls", "-o", "uname=glenda", addr, "/",
+                     env=dict(os.environ, PY9PFUSE_PASSWORD="glenda-pw"))
+        assert r.returncode == 0 and "hello.txt" in r.stdout, r.stderr
+        r = cmd("ls", "-D", "-o", "uname=glenda", addr, "/",
+                     env=dict(os.environ, PY9PFUSE_PASSWORD="wrong"))
+    assert r.returncode == 1 and "bad ticket" in r.stderr
+    assert "'<redacted>'" in r.stderr and "Rauth tag" in r.stderr  # afid bytes never shown
+
+
+@pytest.mark.parametrize("opt,says", [
+    ("password=x", "password=: a password on the command line is visible"),
+    ("keyfile=/nonexistent/key", "keyfile=/nonexistent/key: no such file or directory"),
+])
+def test_key_option_refusals(opt, says):
+    r = cmd("ls", "-o", opt, "tcp!127.0.0.1!1", "/")
+    assert r.returncode == 1 and r.stderr.strip().startswith(f"py9pfuse: {says}"), r.stderr
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path):
+    key = write_secret(tmp_path / "k", "pw", mode=0o644)
+    r = cmd("ls", "-o", f"keyfile={key}", "tcp!127.0.0.1!1", "/")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"py9pfuse: keyfile={key}: readable by others (mode 0644);"
+                                " chmod 600 it")
+
+
+def test_the_server_names_the_protocols_it_offers(tmp_path):
+    fskey = write_secret(tmp_path / "fs.key", "pw")
+    with bundled_server("--authid", "fs", "--authdom", "their.dom", "--keyfile",
+                        fskey) as addr:
+        r = cmd("ls", "-o", "uname=glenda,authdom=our.dom", addr, "/",
+                     env=dict(os.environ, PY9PFUSE_PASSWORD="pw"))
+    assert r.returncode == 1
+    assert "the server offers p9sk1@their.dom; we speak p9sk1" in r.stderr
