@@ -116,7 +116,7 @@ def identity(opts: dict):
 
     password = None
     if "keyfile" in opts:
-        path = opts["keyfile"]
+        path = os.path.expanduser(opts["keyfile"])
         try:
             st = os.stat(path)
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
