@@ -185,3 +185,19 @@ def test_the_server_names_the_protocols_it_offers(tmp_path):
                      env=dict(os.environ, PY9PFUSE_PASSWORD="pw"))
     assert r.returncode == 1
     assert "the server offers p9sk1@their.dom; we speak p9sk1" in r.stderr
+
+
+def des64to56(k64: bytes) -> bytes:
+    """The 7 key bits of each byte, packed (as Plan 9's des64to56 does)."""
+    bits = 0
+    for b in k64:
+        bits = bits << 7 | b >> 1
+    return bits.to_bytes(7, "big")
+
+
+def test_a_published_des_answer_through_plan9_key_expansion():
+    # The classic DES known answer (key 0123456789ABCDEF, "Now is t" -> 3FA40E8A984D4815)
+    # given as Plan 9's 7-byte key: it must come out of des56to64 + encrypt unchanged.
+    k56 = des64to56(bytes.fromhex("0123456789abcdef"))
+    assert c.encrypt(k56, b"Now is t") == bytes.fromhex("3fa40e8a984d4815")
+    assert c.decrypt(k56, bytes.fromhex("3fa40e8a984d4815")) == b"Now is t"
