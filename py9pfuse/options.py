@@ -62,12 +62,13 @@ SESSION = {
     "msize": (_size, "largest message to ask for (default 1M; the server may lower it)"),
     "timeout": (_positive(float), "seconds to wait for a reply that should not block (default 30)"),
     "window": (_positive(int), "Treads/Twrites in flight for one large read or write (default 16)"),
-    "auth": (_auth, "auto (default), none, munge, p9any or p9sk1: how to answer a server"
-                    " that asks for authentication"),
+    "auth": (_auth, "auto (default), none, munge, p9any, p9sk1 or factotum: how to answer"
+                    " a server that asks for authentication"),
     "user": (str, "Plan 9 identity for p9sk1 (default: uname)"),
     "authdom": (str, "authentication domain to answer, of those the server offers"),
     "authserver": (str, "dial string of the auth server (tcp!host!567) for p9sk1 tickets"),
     "keyfile": (str, "file holding the password (mode 0600 or stricter)"),
+    "factotum": (str, "dial string of plan9port's factotum (default: in $NAMESPACE)"),
     "password": (_no_password, ""),
 }
 
@@ -131,12 +132,14 @@ def identity(opts: dict):
     elif os.environ.get("PY9PFUSE_PASSWORD"):
         password = os.environ["PY9PFUSE_PASSWORD"]
     elif opts.get("auth") in ("p9any", "p9sk1") and sys.stdin.isatty():
+        # (with auth=factotum the key stays in factotum: nothing to ask)
         password = getpass.getpass(f"password for {opts.get('user') or opts.get('uname')}: ")
     user = opts.get("user") or opts.get("uname")
-    if password is None and user is None:
+    if password is None and not any(opts.get(k) for k in ("user", "uname", "authdom",
+                                                           "authserver", "factotum")):
         return None
     if user is None:
         import pwd
         user = pwd.getpwuid(os.getuid()).pw_name
     return Identity(user, passtokey(password) if password is not None else None,
-                    opts.get("authdom"), opts.get("authserver"))
+                    opts.get("authdom"), opts.get("authserver"), opts.get("factotum"))

@@ -201,3 +201,48 @@ def test_a_published_des_answer_through_plan9_key_expansion():
     k56 = des64to56(bytes.fromhex("0123456789abcdef"))
     assert c.encrypt(k56, b"Now is t") == bytes.fromhex("3fa40e8a984d4815")
     assert c.decrypt(k56, bytes.fromhex("3fa40e8a984d4815")) == b"Now is t"
+
+
+# --- factotum: py9pfuse carries the bytes, a factotum (here a stand-in) holds the key
+
+
+@pytest.fixture
+def factotum(tmp_path, plan9_server):
+    import subprocess
+    import sys
+    import time
+    addr, authserver = plan9_server
+    sock = str(tmp_path / "factotum")
+    here = os.path.dirname(__file__)
+    proc = subprocess.Popen([sys.executable, os.path.join(here, "factotum_standin.py"), sock,
+                             "glenda", "glenda-pw", authserver], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield addr, f"unix!{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_mount_through_factotum(factotum):
+    addr, fsock = factotum
+    with mounted(addr, "uname=glenda", "auth=factotum", f"factotum={fsock}") as mnt:
+        assert "hello.txt" in os.listdir(mnt)
+
+
+def test_factotum_found_through_namespace(factotum, tmp_path):
+    addr, fsock = factotum
+    ns = os.path.dirname(fsock.removeprefix("unix!"))
+    r = cmd("ls", "-o", "uname=glenda,auth=factotum", addr, "/",
+            env=dict(os.environ, NAMESPACE=ns))
+    assert r.returncode == 0 and "hello.txt" in r.stdout, r.stderr
+
+
+def test_factotum_that_is_not_there(plan9_server, tmp_path):
+    addr, _ = plan9_server
+    r = cmd("ls", "-o", f"uname=glenda,auth=factotum,factotum=unix!{tmp_path}/none", addr, "/")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"py9pfuse: {addr}: authentication failed: factotum at"
+                                f" unix!{tmp_path}/none: unix!{tmp_path}/none: no such socket")

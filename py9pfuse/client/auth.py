@@ -21,7 +21,8 @@ from ..proto import P9_2000_L
 from .errors import P9Error
 from .fids import Fid
 
-METHODS = ("auto", "none", "munge", "p9any", "p9sk1")
+METHODS = ("auto", "none", "munge", "p9any", "p9sk1", "factotum")
+AUTHRPCMAX = 4096 + 256  # factotum's rpc replies fit in this
 
 
 class AuthError(P9Error):
@@ -81,6 +82,7 @@ class Identity:
     key: bytes | None = None  # the DES key (passtokey of the password)
     authdom: str | None = None  # which of the server's domains to answer (default: first)
     authserver: str | None = None  # dial string of the auth server (port 567)
+    factotum: str | None = None  # dial string of plan9port's factotum
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return f"Identity(user={self.user!r}, authdom={self.authdom!r})"
@@ -181,6 +183,59 @@ async def get_tickets(authserver: str, tr) -> tuple[bytes, bytes]:
     raise P9Error(E.EPROTO, f"auth server {authserver}: not an auth server's answer")
 
 
+def factotum_address() -> str:
+    """plan9port's factotum posts itself in the namespace directory: $NAMESPACE, or
+    /tmp/ns.$USER.$DISPLAY."""
+    ns = os.environ.get("NAMESPACE")
+    if not ns:
+        import getpass
+        ns = f"/tmp/ns.{getpass.getuser()}.{os.environ.get('DISPLAY', ':0')}"
+    return f"unix!{ns}/factotum"
+
+
+async def factotum(io: AfidIO, who: Identity) -> None:
+    """Let plan9port's factotum speak p9any for us (auth_proxy in libauth): we carry
+    bytes between its rpc file and the afid, and learn no secret ourselves."""
+    from .api import connect
+
+    addr = who.factotum or factotum_address()
+    try:
+        async with connect(addr, version="9P2000", auth="none") as fa, \
+                fa.open("/rpc", os.O_RDWR) as rpc:
+            async def call(cmd: bytes) -> tuple[str, bytes]:
+                await fa.session.write(rpc, 0, cmd)
+                reply = await fa.session.read(rpc, 0, AUTHRPCMAX)
+                verb, _, arg = reply.partition(b" ")
+                return verb.decode(errors="replace"), arg
+
+            verb, arg = await call(f"start proto=p9any role=client user={who.user}".encode())
+            if verb != "ok":
+                raise P9Error(E.EACCES, f"factotum: {verb} {arg.decode(errors='replace')}")
+            while True:
+                verb, arg = await call(b"read")
+                if verb == "done":
+                    return
+                if verb == "ok":  # bytes for the server
+                    await io.write(arg)
+                elif verb == "phase":  # it wants the server's next message
+                    got = b""
+                    while (r := await call(b"write " + got))[0] == "toosmall":
+                        want = int(r[1] or b"0")
+                        more = await io.read(max(want - len(got), 1))
+                        if not more:
+                            raise P9Error(E.EPROTO, "the server stopped talking")
+                        got += more
+                    if r[0] != "ok":
+                        raise P9Error(E.EACCES, f"factotum: {r[0]} "
+                                                f"{r[1].decode(errors='replace')}")
+                else:  # needkey, error, ...
+                    raise P9Error(E.EACCES, f"factotum: {verb} {arg.decode(errors='replace')}")
+    except OSError as e:
+        if isinstance(e, P9Error) and e.errno == E.EACCES:
+            raise
+        raise P9Error(E.EACCES, f"factotum at {addr}: {e}") from None
+
+
 PROTOCOLS = {"munge": munge, "p9any": p9any, "p9sk1": p9sk1}
 
 
@@ -205,6 +260,8 @@ async def run(method: str, session, afid: Fid, who: Identity | None = None) -> N
         name = choose(method, session, who)
         if name == "munge":
             await munge(io)
+        elif name == "factotum":
+            await factotum(io, who)
         else:  # Plan 9 servers always wrap p9sk1 in p9any's negotiation
             await p9any(io, who, only="p9sk1")
     except P9Error as e:
