@@ -246,3 +246,28 @@ def test_factotum_that_is_not_there(plan9_server, tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == (f"py9pfuse: {addr}: authentication failed: factotum at"
                                 f" unix!{tmp_path}/none: unix!{tmp_path}/none: no such socket")
+
+
+def test_mount_with_local_tickets_and_refusal_of_the_wrong_key(tmp_path):
+    fskey = write_secret(tmp_path / "fs.key", "glenda-pw")
+    with bundled_server("--authid", "glenda", "--authdom", "d", "--keyfile", fskey) as addr:
+        good = write_secret(tmp_path / "good", "glenda-pw")
+        with mounted(addr, "uname=glenda", "auth=p9sk1", f"keyfile={good}") as mnt:
+            assert "hello.txt" in os.listdir(mnt)
+        bad = write_secret(tmp_path / "bad", "guess")
+        mnt = str(tmp_path / "m")
+        os.mkdir(mnt)
+        r = cmd(addr, mnt, "-o", f"uname=glenda,keyfile={bad}")
+    assert r.returncode == 1 and not is_mounted(mnt)
+    assert r.stderr.strip() == (f"py9pfuse: {addr}: authentication failed: bad ticket (not"
+                                " sealed with our key)")
+
+
+def test_an_auth_server_that_is_not_there(plan9_server, tmp_path):
+    addr, _ = plan9_server
+    key = write_secret(tmp_path / "k", "glenda-pw")
+    r = cmd("ls", "-o", f"uname=glenda,keyfile={key},authserver=unix!{tmp_path}/gone", addr,
+            "/")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"py9pfuse: {addr}: authentication failed: unix!{tmp_path}/gone:"
+                                " no such socket")
