@@ -71,4 +71,4 @@ def test_unknown_auth_method_is_one_line():
     r = py9pfuse("ls", "-o", "auth=kerberos", "tcp!127.0.0.1!1", "/")
     assert r.returncode == 1
     assert r.stderr.strip() == ("py9pfuse: auth=kerberos: expected one of auto, none, munge,"
-                                " p9any, p9sk1")
+                                " p9any, p9sk1, factotum")
