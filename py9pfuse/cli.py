@@ -15,7 +15,8 @@ import click
 import trio
 
 from . import __version__
-from .client import DialError, DirEntry, P9Error, ServerError, connect
+from .client import DirEntry, P9Error, connect
+from .client.errors import describe
 from .options import OptionError, parse, session_kwargs
 from .proto import ProtocolError, decode, trace_line
 from .proto.capture import loads
@@ -61,13 +62,8 @@ def run(address: str, path: str, opts: dict, job) -> None:
 
     try:
         trio.run(main)
-    except ServerError as e:
-        if e.request == "Tattach":
-            aname = opts.get("aname", "")
-            raise Failure(f"{address}: attach to {aname!r} refused: {e.ename}") from None
-        raise Failure(f"{address}: {path}: {e.ename}") from None
-    except (DialError, P9Error) as e:
-        raise Failure(str(e)) from None
+    except P9Error as e:
+        raise Failure(describe(e, address, opts.get("aname", ""), path)) from None
     except BrokenPipeError:
         sys.stderr.close()  # a reader such as head(1) went away: not our failure
 

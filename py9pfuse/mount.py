@@ -17,7 +17,8 @@ import pyfuse3
 import trio
 
 from . import options
-from .client import P9Error, ServerError, dialect_for, open_session
+from .client import P9Error, dialect_for, open_session
+from .client.errors import describe
 from .fs.ops import Config, P9Operations
 
 # Options libfuse takes as they are (checked against libfuse 3.14 here).
@@ -153,16 +154,6 @@ async def _on_signals() -> None:
             return
 
 
-def describe(e: BaseException, address: str, opts: MountOptions) -> str:
-    """The one line for a failure before the mount was ready."""
-    if isinstance(e, ServerError) and e.request == "Tattach":
-        aname = opts.session.get("aname", "")
-        return f"{address}: attach to {aname!r} refused: {e.ename}"
-    if isinstance(e, ServerError):
-        return f"{address}: {e.request or 'request'} refused: {e.ename}"
-    return str(e)
-
-
 def run(address: str, mountpoint: str, values, foreground: bool, debug: bool,
         before=None, after_ready: Callable[[], None] | None = None) -> int:
     """The mount command: 0 once mounted (a child serves on), 1 with one line otherwise."""
@@ -182,6 +173,12 @@ def run(address: str, mountpoint: str, values, foreground: bool, debug: bool,
     return _daemonize(address, mountpoint, opts, before, after_ready)
 
 
+def _describe(e: BaseException, address: str, opts: MountOptions) -> str:
+    if isinstance(e, OSError):
+        return describe(e, address, opts.session.get("aname", ""))
+    return str(e)
+
+
 def _stderr_log(line: str) -> None:
     print(f"py9pfuse: {line}", file=sys.stderr, flush=True)
 
@@ -194,13 +191,13 @@ def _main(address, mountpoint, opts, ready, log, before) -> int:
     try:
         trio.run(serve, address, mountpoint, opts, ready, log, before)
     except (P9Error, MountError, OSError) as e:
-        print(f"py9pfuse: {describe(e, address, opts)}", file=sys.stderr)
+        print(f"py9pfuse: {_describe(e, address, opts)}", file=sys.stderr)
         return 1
     except BaseExceptionGroup as eg:
         first = eg.exceptions[0]
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
-        print(f"py9pfuse: {describe(first, address, opts)}", file=sys.stderr)
+        print(f"py9pfuse: {_describe(first, address, opts)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

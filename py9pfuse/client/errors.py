@@ -51,3 +51,13 @@ class VersionError(P9Error):
 
 def strerror(errno: int) -> str:
     return os.strerror(errno)
+
+
+def describe(e: OSError, address: str, aname: str = "", path: str | None = None) -> str:
+    """The one line a command prints for a failure: the address, then what was refused
+    (the attach, or the path the user named), then the server's words."""
+    if isinstance(e, ServerError):
+        if e.request == "Tattach":
+            return f"{address}: attach to {aname!r} refused: {e.ename}"
+        return f"{address}: {path or e.request or 'request'}: {e.ename}"
+    return str(e)  # our own errors name the address already
