@@ -60,6 +60,9 @@ MOUNT = {
               "direct I/O always"),
     "debug": (lambda v: True, "trace every 9P message to stderr (as -D)"),
     "fsname": (str, "what /proc/mounts shows as the source (default: the address)"),
+    "read_ahead_kb": (lambda v: int(_seconds(v)),
+                      "kernel read-ahead for the mount, KiB (default 1024; 0 leaves it; root"
+                      " only)"),
 }
 
 
@@ -69,6 +72,7 @@ class MountOptions:
     fuse: set = field(default_factory=set)  # for pyfuse3.init
     config: dict = field(default_factory=dict)  # Config fields
     debug: bool = False
+    read_ahead_kb: int = 1024
 
 
 def sort_options(values, address: str) -> MountOptions:
@@ -84,7 +88,8 @@ def sort_options(values, address: str) -> MountOptions:
                 fuse.add(key)
             else:
                 ours.update(options.parse([item], MOUNT))
-    out = MountOptions(options.session_kwargs(ours), fuse, debug=ours.get("debug", False))
+    out = MountOptions(options.session_kwargs(ours), fuse, debug=ours.get("debug", False),
+                       read_ahead_kb=ours.get("read_ahead_kb", 1024))
     for key in ("attr_timeout", "entry_timeout", "cache"):
         if key in ours:
             out.config[key] = ours[key]
@@ -137,6 +142,8 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
                     ready()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(_on_signals)
+                        nursery.start_soon(_raise_readahead, mountpoint, opts.read_ahead_kb,
+                                           log)
                         await pyfuse3.main()
                         nursery.cancel_scope.cancel()
                 finally:
@@ -144,6 +151,31 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
                         pyfuse3.close(unmount=True)
         finally:
             outer.cancel_scope.cancel()
+
+
+async def _raise_readahead(mountpoint: str, kb: int, log: Callable[[str], None]) -> None:
+    """Let the kernel read ahead kb KiB at a time (it asks FUSE for 128 KiB otherwise,
+    about 2 requests in flight): bigger requests, several Treads in flight each. Needs
+    root. The kernel sets its own value when FUSE_INIT is answered, which happens once
+    the main loop runs: so set ours after that, and check that it stayed. The device
+    comes from mountinfo: a stat of the mount point would wait for this very process."""
+    if not kb or os.geteuid() != 0:
+        return
+    try:
+        with open("/proc/self/mountinfo") as f:
+            dev = next(ln.split()[2] for ln in f if ln.split()[4] == mountpoint)
+        path = f"/sys/class/bdi/{dev}/read_ahead_kb"
+        for _ in range(50):
+            await trio.sleep(0.02)
+            with open(path, "w") as f:
+                f.write(f"{kb}\n")
+            await trio.sleep(0.02)
+            with open(path) as f:
+                if int(f.read()) == kb:
+                    return
+        log(f"{mountpoint}: read_ahead_kb did not stay at {kb}")
+    except (OSError, StopIteration, ValueError) as e:
+        log(f"{mountpoint}: could not raise read_ahead_kb: {e}")
 
 
 async def _on_signals() -> None:

@@ -1,0 +1,234 @@
+"""Through-the-mount figures next to their ceilings, measured in one run:
+`python bench/fuse_bench.py [--size MiB] [--files N]`.
+
+For diod (9P2000.L) it mounts py9pfuse and times each workload three ways: through the
+mount, with the raw client (the session API, no FUSE, same server, same files) and on
+the local disk (the exported directory itself). It prints one table of MiB/s or
+operations/s and the ratios, and writes bench/results-fuse.json. Caches are dropped
+(echo 3 > /proc/sys/vm/drop_caches, as root) before the "cold" rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+
+import trio
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
+
+import py9pfuse  # noqa: E402
+from mounts import mounted  # noqa: E402
+from peers import start  # noqa: E402
+
+MiB = 1 << 20
+
+
+def drop_caches() -> None:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        pass  # not root: the "cold" rows are then warm, and say so
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def read_file(path: str, bs: int) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.read(fd, bs):
+            pass
+    finally:
+        os.close(fd)
+
+
+def write_file(path: str, size: int, bs: int) -> None:
+    block = os.urandom(bs)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(size // bs):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def small_files(root: str, n: int) -> None:
+    d = os.path.join(root, "small")
+    os.makedirs(d, exist_ok=True)
+    data = b"x" * 4096
+    for i in range(n):
+        with open(os.path.join(d, f"f{i}"), "wb") as f:
+            f.write(data)
+    for i in range(n):
+        with open(os.path.join(d, f"f{i}"), "rb") as f:
+            f.read()
+    for i in range(n):
+        os.unlink(os.path.join(d, f"f{i}"))
+    os.rmdir(d)
+
+
+def ls_l(path: str) -> None:
+    subprocess.run(["ls", "-l", path], stdout=subprocess.DEVNULL, check=True)
+
+
+def stat_all(path: str, names: list[str]) -> None:
+    for n in names:
+        os.stat(os.path.join(path, n))
+
+
+def parallel_read(paths: list[str], bs: int) -> None:
+    ts = [threading.Thread(target=read_file, args=(p, bs)) for p in paths]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+# --- the raw client: the same work through the session, no FUSE
+
+
+async def raw(peer, size: int, nfiles: int, names: list[str]) -> dict:
+    out = {}
+    async with py9pfuse.connect(peer.address, aname=peer.aname) as fs:
+        s = fs.session
+        async with fs.open("/big.dat") as fid:
+            t = time.perf_counter()
+            off, step = 0, s.iounit(fid) * s.window
+            while data := await s.read(fid, off, step):
+                off += len(data)
+            out["read"] = time.perf_counter() - t
+        async with fs.open_for_write("/raw-written.dat") as fid:
+            block = os.urandom(MiB)
+            t = time.perf_counter()
+            for i in range(size // MiB):
+                await fs.write_at(fid, i * MiB, block)
+            await fs.fs.fsync(fid)
+            out["write"] = time.perf_counter() - t
+        async with fs.fid("/many") as d:
+            t = time.perf_counter()
+            entries = await fs.fs.readdir(d)
+            # what ls -l needs on .L: every entry walked and getattr'd, pipelined
+            async with trio.open_nursery() as n:
+                lim = trio.Semaphore(32)
+
+                async def one(name):
+                    async with lim:
+                        f = await s.walk(d, [name])
+                        await fs.fs.getattr(f)
+                        await s.clunk(f)
+
+                for e in entries:
+                    n.start_soon(one, e.name)
+            out["ls"] = time.perf_counter() - t
+            t = time.perf_counter()
+            for name in names:  # stat(2) one by one: walk, getattr, clunk
+                f = await s.walk(d, [name])
+                await fs.fs.getattr(f)
+                await s.clunk(f)
+            out["stat"] = time.perf_counter() - t
+        t = time.perf_counter()
+        await fs.mkdir("/rawsmall")
+        for i in range(nfiles):
+            await fs.write_bytes(f"/rawsmall/f{i}", b"x" * 4096)
+        for i in range(nfiles):
+            await fs.read_bytes(f"/rawsmall/f{i}")
+        for i in range(nfiles):
+            await fs.remove(f"/rawsmall/f{i}")
+        await fs.remove("/rawsmall")
+        out["small"] = time.perf_counter() - t
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=256, help="MiB for the sequential rows")
+    ap.add_argument("--files", type=int, default=2000, help="small files")
+    ap.add_argument("--entries", type=int, default=10000, help="directory size for ls/stat")
+    a = ap.parse_args()
+    size = a.size * MiB
+    rows = []
+    with start("diod") as peer:
+        exp = peer.export
+        with open(os.path.join(exp, "big.dat"), "wb") as f:
+            for _ in range(a.size):
+                f.write(os.urandom(MiB))
+        os.mkdir(os.path.join(exp, "many"))
+        names = [f"e{i:05d}" for i in range(a.entries)]
+        for n in names:
+            open(os.path.join(exp, "many", n), "w").close()
+        for i in range(8):
+            with open(os.path.join(exp, f"par{i}.dat"), "wb") as f:
+                f.write(os.urandom(size // 8))
+        r = trio.run(raw, peer, size, a.files, names)
+        with mounted(peer.address, aname=peer.aname) as mnt:
+            def row(name, unit, amount, fuse_s, raw_s=None, local_s=None):
+                rows.append({"workload": name, "unit": unit, "amount": amount,
+                             "fuse": amount / fuse_s,
+                             "raw": amount / raw_s if raw_s else None,
+                             "local": amount / local_s if local_s else None})
+
+            big_m, big_l = os.path.join(mnt, "big.dat"), os.path.join(exp, "big.dat")
+            drop_caches()
+            local_cold = timed(lambda: read_file(big_l, MiB))
+            drop_caches()
+            row("seq read cold, 1 MiB reads", "MiB/s", a.size,
+                timed(lambda: read_file(big_m, MiB)), r["read"], local_cold)
+            row("seq read warm, 1 MiB reads", "MiB/s", a.size,
+                timed(lambda: read_file(big_m, MiB)), r["read"],
+                timed(lambda: read_file(big_l, MiB)))
+            drop_caches()
+            row("seq read cold, 4 KiB reads", "MiB/s", a.size,
+                timed(lambda: read_file(big_m, 4096)), r["read"],
+                timed(lambda: read_file(big_l, 4096)))
+            row("seq write + fsync, 1 MiB", "MiB/s", a.size,
+                timed(lambda: write_file(os.path.join(mnt, "w.dat"), size, MiB)), r["write"],
+                timed(lambda: write_file(os.path.join(exp, "lw.dat"), size, MiB)))
+            small = max(size // 8, 4 * MiB)
+            row("seq write + fsync, 4 KiB", "MiB/s", small // MiB,
+                timed(lambda: write_file(os.path.join(mnt, "w4.dat"), small, 4096)), None,
+                timed(lambda: write_file(os.path.join(exp, "lw4.dat"), small, 4096)))
+            many_m, many_l = os.path.join(mnt, "many"), os.path.join(exp, "many")
+            drop_caches()
+            row(f"ls -l of {a.entries} entries, cold", "entries/s", a.entries,
+                timed(lambda: ls_l(many_m)), r["ls"], timed(lambda: ls_l(many_l)))
+            time.sleep(1.2)  # past attr_timeout
+            row(f"stat of {a.entries} files", "stats/s", a.entries,
+                timed(lambda: stat_all(many_m, names)), r["stat"],
+                timed(lambda: stat_all(many_l, names)))
+            row(f"{a.files} files: create+write 4K, read, delete", "files/s", a.files,
+                timed(lambda: small_files(mnt, a.files)), r["small"],
+                timed(lambda: small_files(exp, a.files)))
+            drop_caches()
+            one = timed(lambda: read_file(os.path.join(mnt, "par0.dat"), MiB))
+            drop_caches()
+            par = timed(lambda: parallel_read([os.path.join(mnt, f"par{i}.dat")
+                                               for i in range(8)], MiB))
+            rows.append({"workload": "8 concurrent readers vs 1 (cold)", "unit": "MiB/s",
+                         "fuse": size / MiB / par, "raw": None,
+                         "local": size / 8 / MiB / one, "note": "local column: one reader"})
+    print(f"{'workload':46} {'unit':>10} {'py9pfuse':>10} {'raw':>10} {'local':>10}"
+          f" {'fuse/raw':>8} {'fuse/local':>10}")
+    for w in rows:
+        f, rr, lo = w["fuse"], w["raw"], w["local"]
+        print(f"{w['workload']:46} {w['unit']:>10} {f:>10.0f} {rr or 0:>10.0f} {lo or 0:>10.0f}"
+              f" {(f / rr if rr else 0):>8.2f} {(f / lo if lo else 0):>10.2f}")
+    (HERE / "results-fuse.json").write_text(json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
