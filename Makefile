@@ -55,9 +55,10 @@ demo: install
 	ls -l $(DEMO)
 	cat $(DEMO)/README
 
-# Session throughput against diod and py9p (the FUSE benchmarks join it later).
+# Session throughput against diod and py9p, then the mount against its ceilings.
 bench: test-deps
 	PY9PFUSE_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(VENV)/bin/python bench/session_bench.py
+	PY9PFUSE_PEERS_PYTHON=$(CURDIR)/$(PEERS)/bin/python $(VENV)/bin/python bench/fuse_bench.py
 
 man: man/py9pfuse.txt
 man/py9pfuse.txt: man/py9pfuse.1
