@@ -60,6 +60,8 @@ MOUNT = {
               "direct I/O always"),
     "debug": (lambda v: True, "trace every 9P message to stderr (as -D)"),
     "fsname": (str, "what /proc/mounts shows as the source (default: the address)"),
+    "readahead": (lambda v: 0 if v == "0" else options._size(v),
+                  "bytes py9pfuse reads ahead of a sequential reader (default 4M; 0: none)"),
     "read_ahead_kb": (lambda v: int(_seconds(v)),
                       "kernel read-ahead for the mount, KiB (default 1024; 0 leaves it; root"
                       " only)"),
@@ -90,7 +92,7 @@ def sort_options(values, address: str) -> MountOptions:
                 ours.update(options.parse([item], MOUNT))
     out = MountOptions(options.session_kwargs(ours), fuse, debug=ours.get("debug", False),
                        read_ahead_kb=ours.get("read_ahead_kb", 1024))
-    for key in ("attr_timeout", "entry_timeout", "cache"):
+    for key in ("attr_timeout", "entry_timeout", "cache", "readahead"):
         if key in ours:
             out.config[key] = ours[key]
     # commas would split the option libfuse is given; the address names the mount.
@@ -141,6 +143,7 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
                 try:
                     ready()
                     async with trio.open_nursery() as nursery:
+                        ops.nursery = nursery
                         nursery.start_soon(_on_signals)
                         nursery.start_soon(_raise_readahead, mountpoint, opts.read_ahead_kb,
                                            log)

@@ -380,3 +380,29 @@ def test_demo_mounts_the_bundled_server_and_cleans_up(tmp_path):
     assert not is_mounted(mnt) and not daemons(mnt)
     # the server's private socket directory went with it
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "py9pfuse-demo-*"))) == sockdirs
+
+
+def test_reads_in_any_order_return_the_right_bytes():
+    """Read-ahead serves readers in order; seeks, interleaved readers and writes in
+    between must still see exactly the file's bytes."""
+    import random
+    with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname,
+                                                       ) as mnt:
+        data = os.urandom(3 << 20)
+        with open(os.path.join(peer.export, "r.bin"), "wb") as f:
+            f.write(data)
+        rng = random.Random(7)
+        path = os.path.join(mnt, "r.bin")
+        with open(path, "rb", buffering=0) as a, open(path, "rb", buffering=0) as b:
+            assert a.read() == data  # in order, all of it
+            for _ in range(200):
+                f = rng.choice((a, b))
+                off, n = rng.randrange(len(data)), rng.choice((1, 4096, 70000, 1 << 20))
+                f.seek(off)
+                assert f.read(n) == data[off : off + n]
+        with open(path, "r+b", buffering=0) as f:
+            f.read(1 << 20)
+            f.seek(2 << 20)
+            f.write(b"new bytes")
+            f.seek(2 << 20)
+            assert f.read(9) == b"new bytes"

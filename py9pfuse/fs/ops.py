@@ -18,6 +18,7 @@ import trio
 
 from ..client import Attr, Dialect, Fid, P9Error, Session, SetAttr
 from .inodes import ROOT, Inode, InodeTable
+from .readahead import ReadAhead
 
 XATTR_REPLACE = 2
 
@@ -28,6 +29,7 @@ class Config:
     entry_timeout: float = 1.0
     cache: str = "auto"  # auto: page cache for ordinary files only; none: direct I/O always
     readdir_window: int = 32  # walks+getattrs in flight for one .L listing
+    readahead: int = 4 << 20  # bytes kept on the way ahead of a sequential reader
     trace_fuse: bool = False
     log: object = None
 
@@ -38,6 +40,7 @@ class Handle:
     node: Inode
     append: bool
     synthetic: bool = False  # length 0: one Tread per read, never a speculative one
+    ra: ReadAhead | None = None  # Treads ahead of a reader in order (ordinary files)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class P9Operations(pyfuse3.Operations):
         self.table = InodeTable(session.root, root_attr)
         self.handles: dict[int, Handle | DirHandle] = {}
         self._next_fh = 1
+        self.nursery: trio.Nursery | None = None  # for read-ahead; set by the mount
 
     def _log(self, line: str) -> None:
         if self.config.log:
@@ -198,7 +202,11 @@ class P9Operations(pyfuse3.Operations):
         a = node.attr
         fi = pyfuse3.FileInfo()
         fi.direct_io = self._direct(a)
-        fi.fh = self._add_handle(Handle(fid, node, bool(flags & os.O_APPEND), a.size == 0))
+        h = Handle(fid, node, bool(flags & os.O_APPEND), a.size == 0)
+        if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
+                and self.nursery is not None and self.config.readahead):
+            h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery, a.size)
+        fi.fh = self._add_handle(h)
         # keep cached pages only if the file is unchanged since they were read
         key = (a.qid.version, a.mtime_ns, a.size)
         fi.keep_cache = not fi.direct_io and node.cache_key == key
@@ -242,6 +250,8 @@ class P9Operations(pyfuse3.Operations):
         kernel takes a short answer for the end of the file. No deadline: a read may
         block by design."""
         h = self.handles[fh]
+        if h.ra is not None:
+            return await h.ra.read(off, size)
         if h.synthetic:
             size = min(size, self.s.iounit(h.fid))
         return await self.s.read(h.fid, off, size, timeout=None)
@@ -253,6 +263,8 @@ class P9Operations(pyfuse3.Operations):
         h = self.handles[fh]
         if h.append and not (h.node.attr and h.node.attr.volatile):
             off = (await self.fs.getattr(h.fid)).size  # O_APPEND: at the server's end
+        if h.ra is not None:
+            h.ra.reset(-1)  # what was read ahead may be what this write changes
         n = await self.s.write(h.fid, off, buf)
         if h.node.attr and off + n > h.node.attr.size:
             h.node.attr.size = off + n
@@ -266,6 +278,8 @@ class P9Operations(pyfuse3.Operations):
     async def release(self, fh):
         """Tclunk the open fid."""
         h = self.handles.pop(fh)
+        if h.ra is not None:
+            await h.ra.close()
         await self.s.clunk(h.fid)
 
     @fuse_errors
