@@ -153,6 +153,52 @@ async def raw(peer, size: int, nfiles: int, names: list[str]) -> dict:
     return out
 
 
+def proc_stat(pid: int) -> tuple[int, float]:
+    """(peak RSS in KiB, CPU seconds) of a process."""
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return hwm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_and_fids(nfiles: int) -> list[dict]:
+    """find -ls over nfiles files: peak RSS of the daemon; CPU seconds per GiB read; and
+    the fids diod still counts at unmount after the kernel forgot its inodes."""
+    import re
+    from mounts import daemons
+    rows = []
+    with start("diod") as peer:
+        exp = peer.export
+        for d in range(nfiles // 1000):
+            os.mkdir(os.path.join(exp, f"d{d}"))
+            for i in range(1000):
+                open(os.path.join(exp, f"d{d}", f"f{i}"), "w").close()
+        with open(os.path.join(exp, "big.dat"), "wb") as f:
+            for _ in range(256):
+                f.write(os.urandom(MiB))
+        with mounted(peer.address, aname=peer.aname) as mnt:
+            (pid,) = daemons(mnt)
+            t = timed(lambda: subprocess.run(["find", mnt, "-ls"], stdout=subprocess.DEVNULL,
+                                             check=True))
+            rss, _ = proc_stat(pid)
+            rows.append({"workload": f"find -ls over {nfiles} files", "unit": "files/s",
+                         "fuse": nfiles / t, "raw": None, "local": None,
+                         "peak_rss_mib": rss / 1024})
+            drop_caches()  # the kernel forgets its inodes: each FORGET clunks a fid
+            time.sleep(2)
+            _, cpu0 = proc_stat(pid)
+            drop_caches()
+            read_file(os.path.join(mnt, "big.dat"), MiB)
+            _, cpu1 = proc_stat(pid)
+            rows.append({"workload": "CPU seconds per GiB read (cold)", "unit": "s/GiB",
+                         "fuse": (cpu1 - cpu0) * 4, "raw": None, "local": None})
+        time.sleep(0.5)
+        m = re.search(r"connection closed with (\d+) unclunked fids", peer.log())
+        rows[0]["fids_at_unmount"] = int(m.group(1)) if m else None
+    return rows
+
+
 def free_port() -> int:
     import socket
     with socket.socket() as s:
@@ -201,6 +247,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="MiB for the sequential rows")
     ap.add_argument("--files", type=int, default=2000, help="small files")
     ap.add_argument("--entries", type=int, default=10000, help="directory size for ls/stat")
+    ap.add_argument("--tree", type=int, default=100_000, help="files for find -ls and RSS")
     a = ap.parse_args()
     size = a.size * MiB
     rows = []
@@ -264,12 +311,16 @@ def main() -> None:
                          "unit": "MiB/s", "fuse": size / MiB / par, "raw": size / MiB / one,
                          "local": None, "note": "raw column: one reader through the mount"})
         rows.append(delayed_read(peer, min(a.size, 64)))
+    rows += memory_and_fids(a.tree)
     print(f"{'workload':46} {'unit':>10} {'py9pfuse':>10} {'raw':>10} {'local':>10}"
           f" {'fuse/raw':>8} {'fuse/local':>10}")
     for w in rows:
         f, rr, lo = w["fuse"], w["raw"], w["local"]
-        print(f"{w['workload']:46} {w['unit']:>10} {f:>10.0f} {rr or 0:>10.0f} {lo or 0:>10.0f}"
-              f" {(f / rr if rr else 0):>8.2f} {(f / lo if lo else 0):>10.2f}")
+        print(f"{w['workload']:46} {w['unit']:>10} {f:>10.1f} {rr or 0:>10.0f} {lo or 0:>10.0f}"
+              f" {(f / rr if rr else 0):>8.2f} {(f / lo if lo else 0):>10.2f}"
+              + (f"  peak RSS {w['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in w else "")
+              + (f", {w['fids_at_unmount']} fids left at unmount"
+                 if w.get("fids_at_unmount") is not None else ""))
     (HERE / "results-fuse.json").write_text(json.dumps(
         {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "rows": rows}, indent=1))
 
