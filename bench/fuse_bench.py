@@ -179,24 +179,85 @@ def memory_and_fids(nfiles: int) -> list[dict]:
                 f.write(os.urandom(MiB))
         with mounted(peer.address, aname=peer.aname) as mnt:
             (pid,) = daemons(mnt)
+            drop_caches()
+            _, cpu0 = proc_stat(pid)
+            read_file(os.path.join(mnt, "big.dat"), MiB)
+            _, cpu1 = proc_stat(pid)
+            cpu_row = {"workload": "CPU seconds per GiB read (cold)", "unit": "s/GiB",
+                       "fuse": (cpu1 - cpu0) * 4, "raw": None, "local": None}
             t = timed(lambda: subprocess.run(["find", mnt, "-ls"], stdout=subprocess.DEVNULL,
                                              check=True))
             rss, _ = proc_stat(pid)
             rows.append({"workload": f"find -ls over {nfiles} files", "unit": "files/s",
                          "fuse": nfiles / t, "raw": None, "local": None,
                          "peak_rss_mib": rss / 1024})
+            rows.append(cpu_row)
             drop_caches()  # the kernel forgets its inodes: each FORGET clunks a fid
-            time.sleep(2)
-            _, cpu0 = proc_stat(pid)
-            drop_caches()
-            read_file(os.path.join(mnt, "big.dat"), MiB)
-            _, cpu1 = proc_stat(pid)
-            rows.append({"workload": "CPU seconds per GiB read (cold)", "unit": "s/GiB",
-                         "fuse": (cpu1 - cpu0) * 4, "raw": None, "local": None})
+            time.sleep(5)
         time.sleep(0.5)
         m = re.search(r"connection closed with (\d+) unclunked fids", peer.log())
         rows[0]["fids_at_unmount"] = int(m.group(1)) if m else None
     return rows
+
+
+def writeback_rows() -> list[dict]:
+    """4 KiB writes (then fsync), write-through against -o writeback, on diod."""
+    out = {}
+    with start("diod") as peer:
+        for opts in ([], ["writeback"]):
+            with mounted(peer.address, *opts, aname=peer.aname) as mnt:
+                out[bool(opts)] = 32 / timed(lambda: write_file(os.path.join(mnt, "w4"),
+                                                                32 * MiB, 4096))
+    return [{"workload": "4 KiB writes + fsync: -o writeback vs default", "unit": "MiB/s",
+             "fuse": out[True], "raw": out[False], "local": None,
+             "note": "raw column: the default (write-through)"}]
+
+
+def classic_rows(other: str | None) -> list[dict]:
+    """A 9P2000 server (py9p): sequential read and ls -l through py9pfuse, the raw
+    client, and another client if given."""
+    rows = []
+    with start("py9p") as peer:
+        exp = peer.export
+        with open(os.path.join(exp, "big.dat"), "wb") as f:
+            f.write(os.urandom(32 * MiB))
+        os.mkdir(os.path.join(exp, "many"))
+        for i in range(1000):
+            open(os.path.join(exp, "many", f"e{i}"), "w").close()
+
+        async def raw_read():
+            async with py9pfuse.connect(peer.address) as fs:
+                t = time.perf_counter()
+                await fs.read_bytes("/big.dat")
+                return time.perf_counter() - t
+
+        raw_t = trio.run(raw_read)
+        measures = {}
+        with mounted(peer.address) as mnt:
+            measures["py9pfuse"] = (timed(lambda: read_file(os.path.join(mnt, "big.dat"), MiB)),
+                                    timed(lambda: ls_l(os.path.join(mnt, "many"))))
+        if other:
+            mnt = tempfile_dir()
+            host, port = peer.address.split("!")[1:]
+            cmd = other.format(addr=peer.address, hostport=f"{host}:{port}", mnt=mnt)
+            try:
+                subprocess.run(cmd, shell=True, check=True, timeout=30)
+                measures[other.split()[0]] = (
+                    timed(lambda: read_file(os.path.join(mnt, "big.dat"), MiB)),
+                    timed(lambda: ls_l(os.path.join(mnt, "many"))))
+            finally:
+                subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        for who, (rd, ls) in measures.items():
+            rows.append({"workload": f"py9p 9P2000, seq read, {who}", "unit": "MiB/s",
+                         "fuse": 32 / rd, "raw": 32 / raw_t, "local": None})
+            rows.append({"workload": f"py9p 9P2000, ls -l 1000, {who}", "unit": "entries/s",
+                         "fuse": 1000 / ls, "raw": None, "local": None})
+    return rows
+
+
+def tempfile_dir() -> str:
+    import tempfile
+    return tempfile.mkdtemp(prefix="p9other-")
 
 
 def free_port() -> int:
@@ -248,6 +309,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=2000, help="small files")
     ap.add_argument("--entries", type=int, default=10000, help="directory size for ls/stat")
     ap.add_argument("--tree", type=int, default=100_000, help="files for find -ls and RSS")
+    ap.add_argument("--other", help="another FUSE 9P client to measure on the 9P2000 server:"
+                                    " a command with {addr} and {mnt}, e.g. '9pfuse {addr} {mnt}'")
     a = ap.parse_args()
     size = a.size * MiB
     rows = []
@@ -312,6 +375,8 @@ def main() -> None:
                          "local": None, "note": "raw column: one reader through the mount"})
         rows.append(delayed_read(peer, min(a.size, 64)))
     rows += memory_and_fids(a.tree)
+    rows += writeback_rows()
+    rows += classic_rows(a.other)
     print(f"{'workload':46} {'unit':>10} {'py9pfuse':>10} {'raw':>10} {'local':>10}"
           f" {'fuse/raw':>8} {'fuse/local':>10}")
     for w in rows:

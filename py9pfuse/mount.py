@@ -60,6 +60,8 @@ MOUNT = {
               "direct I/O always"),
     "debug": (lambda v: True, "trace every 9P message to stderr (as -D)"),
     "fsname": (str, "what /proc/mounts shows as the source (default: the address)"),
+    "writeback": (lambda v: True, "let the kernel merge small writes (not for synthetic"
+                                  " files: those keep one write, one Twrite)"),
     "readahead": (lambda v: 0 if v == "0" else options._size(v),
                   "bytes py9pfuse reads ahead of a sequential reader (default 4M; 0: none)"),
     "read_ahead_kb": (lambda v: int(_seconds(v)),
@@ -92,7 +94,7 @@ def sort_options(values, address: str) -> MountOptions:
                 ours.update(options.parse([item], MOUNT))
     out = MountOptions(options.session_kwargs(ours), fuse, debug=ours.get("debug", False),
                        read_ahead_kb=ours.get("read_ahead_kb", 1024))
-    for key in ("attr_timeout", "entry_timeout", "cache", "readahead"):
+    for key in ("attr_timeout", "entry_timeout", "cache", "readahead", "writeback"):
         if key in ours:
             out.config[key] = ours[key]
     # commas would split the option libfuse is given; the address names the mount.

@@ -30,6 +30,10 @@ class Config:
     cache: str = "auto"  # auto: page cache for ordinary files only; none: direct I/O always
     readdir_window: int = 32  # walks+getattrs in flight for one .L listing
     readahead: int = 4 << 20  # bytes kept on the way ahead of a sequential reader
+    # The kernel's writeback cache merges small writes into large ones. Off by default:
+    # a write then reaches the server late and not as the write(2) that made it (files
+    # served with direct I/O keep one write, one Twrite all the same).
+    writeback: bool = False
     trace_fuse: bool = False
     log: object = None
 
@@ -85,6 +89,7 @@ class P9Operations(pyfuse3.Operations):
         self.handles: dict[int, Handle | DirHandle] = {}
         self._next_fh = 1
         self.nursery: trio.Nursery | None = None  # for read-ahead; set by the mount
+        self.enable_writeback_cache = config.writeback
 
     def _log(self, line: str) -> None:
         if self.config.log:
@@ -194,15 +199,18 @@ class P9Operations(pyfuse3.Operations):
 
     # --- files
 
-    def _direct(self, a: Attr) -> bool:
+    def _direct(self, a: Attr, synthetic: bool) -> bool:
         # length 0 may still hold data (synthetic files): only direct I/O shows it
-        return self.config.cache == "none" or a.volatile or a.size == 0 or not S.S_ISREG(a.mode)
+        return self.config.cache == "none" or a.volatile or synthetic or not S.S_ISREG(a.mode)
 
-    def _file_info(self, node: Inode, fid: Fid, flags: int) -> pyfuse3.FileInfo:
+    def _file_info(self, node: Inode, fid: Fid, flags: int,
+                   created: bool = False) -> pyfuse3.FileInfo:
         a = node.attr
+        # a file of length 0 is taken for a synthetic one, unless we just made it
+        synthetic = a.size == 0 and not created
         fi = pyfuse3.FileInfo()
-        fi.direct_io = self._direct(a)
-        h = Handle(fid, node, bool(flags & os.O_APPEND), a.size == 0)
+        fi.direct_io = self._direct(a, synthetic)
+        h = Handle(fid, node, bool(flags & os.O_APPEND), synthetic)
         if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
                 and self.nursery is not None and self.config.readahead):
             h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery, a.size)
@@ -217,6 +225,9 @@ class P9Operations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         """Twalk a clone of the inode's fid, Topen/Tlopen it (O_TRUNC -> OTRUNC)."""
         node = self.table.get(inode)
+        if self.config.writeback and flags & os.O_ACCMODE == os.O_WRONLY:
+            # with the writeback cache the kernel also reads through write-only handles
+            flags = flags & ~os.O_ACCMODE | os.O_RDWR
         fid = await self.s.walk(await self._fid(node), [])
         try:
             await self.fs.open(fid, flags)
@@ -240,7 +251,7 @@ class P9Operations(pyfuse3.Operations):
             await self.s.clunk(fid)
             raise
         node = await self._learn(parent, name)
-        return self._file_info(node, fid, flags), self._entry(node)
+        return self._file_info(node, fid, flags, created=True), self._entry(node)
 
     @fuse_errors
     async def read(self, fh, off, size):
