@@ -206,10 +206,12 @@ class P9Operations(pyfuse3.Operations):
     def _file_info(self, node: Inode, fid: Fid, flags: int,
                    created: bool = False) -> pyfuse3.FileInfo:
         a = node.attr
-        # a file of length 0 is taken for a synthetic one, unless we just made it
+        # a file of length 0 is taken for a synthetic one, unless we just made it; one we
+        # just made is still written with direct I/O, whose large writes (up to 1 MiB,
+        # several Twrites in flight) are twice as fast as the page cache's write-through
         synthetic = a.size == 0 and not created
         fi = pyfuse3.FileInfo()
-        fi.direct_io = self._direct(a, synthetic)
+        fi.direct_io = self._direct(a, synthetic) or (created and not self.config.writeback)
         h = Handle(fid, node, bool(flags & os.O_APPEND), synthetic)
         if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
                 and self.nursery is not None and self.config.readahead):
