@@ -74,7 +74,9 @@ def fuse_errors(method):
 
 
 def _show(args) -> str:
-    return " ".join(repr(a) for a in args if not isinstance(a, pyfuse3.RequestContext))
+    # data shows as its length: a trace line stays a line, and file contents stay private
+    return " ".join(f"<{len(a)} bytes>" if isinstance(a, (bytes, memoryview)) and len(a) > 64
+                    else repr(a) for a in args if not isinstance(a, pyfuse3.RequestContext))
 
 
 class P9Operations(pyfuse3.Operations):
