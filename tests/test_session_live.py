@@ -214,7 +214,9 @@ async def test_cancelled_read_is_flushed(diod):
                         n.start_soon(s.read, f, 0, 4)
                         await trio.sleep(0.1)
                         n.start_soon(s.rpc, p.Tgetattr(f.num, p.GETATTR_BASIC))
-            assert cs.cancelled_caught and s.stats["flushes"] == 2
+            # the read was flushed; the getattr too, unless (on a loaded machine) it was
+            # cancelled before it was ever queued
+            assert cs.cancelled_caught and s.stats["flushes"] in (1, 2)
             assert s.stats["quarantined_tags"] == 0 and len(s._pending) == 0
             assert await s.read(f, 0, 4) == b"data"  # the connection goes on
         assert s.fids.live == 1

@@ -49,7 +49,7 @@ async def make_pair(nursery, dialect, msize=8192, **kw):
     kw = {"op_timeout": 5, "flush_timeout": 1, **kw}
     s = Session(Address("test!server", "tcp"), a, dialect, msize, **kw)
     s.root = Fid(s.fids.alloc(), ROOT)
-    nursery.start_soon(s._reader)
+    s.start_tasks(nursery)
     return s, Server(b, dialect)
 
 

@@ -93,7 +93,8 @@ class Session:
         self._pending: dict[int, _Pending] = {}
         self._free_tags = list(range(MAX_TAG, -1, -1))  # pop() gives 0 first
         self._tag_freed = trio.Event()
-        self._send_lock = trio.Lock()
+        self._outbox: list[bytes] = []  # frames for the writer task, in order
+        self._outbox_ready = trio.Event()
         self._broken: ConnectionLost | None = None
 
     # --- the reader
@@ -183,32 +184,40 @@ class Session:
                                       f" msize {self.msize}")
         p = _Pending(msg)
         self._pending[tag] = p
-        try:
-            async with self._send_lock:  # frames must not interleave on the stream
-                if self._broken:
-                    raise self._broken
-                if self.trace:
-                    secret = getattr(msg, "fid", None) in self.secret_fids
-                    self.trace(trace_line(msg, self.conn_id, redact=secret))
-                # half a frame would desynchronise the stream for everyone: never cancel
-                # a send midway, but do not wait forever for a server that stopped reading
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(self.flush_timeout + (self.op_timeout or 0)) as cs:
-                        await self.stream.send_all(frame)
-                    if cs.cancelled_caught:
-                        raise ConnectionLost(self.address.text, "the server stopped reading")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-            err = e if isinstance(e, ConnectionLost) else ConnectionLost(self.address.text, str(e))
-            self._fail(err)
-            self._pending.pop(tag, None)
-            self._free_tag(tag)
-            raise err from None
-        except BaseException:  # cancelled while waiting to send: never reached the server
-            self._pending.pop(tag, None)
-            self._free_tag(tag)
-            raise
+        if self.trace:
+            secret = getattr(msg, "fid", None) in self.secret_fids
+            self.trace(trace_line(msg, self.conn_id, redact=secret))
+        # from here the request counts as sent: the writer task sends frames in order,
+        # whole, and many at once when they pile up (one send for several requests)
+        self._outbox.append(frame)
+        self._outbox_ready.set()
         self.stats["requests"] += 1
         return p
+
+    async def _writer(self) -> None:
+        """Send queued frames in order. Half a frame would desynchronise the stream for
+        everyone, so a send is never cancelled midway; a server that stops reading for
+        longer than any reply may take is a dead connection."""
+        limit = self.flush_timeout + (self.op_timeout or 0)
+        try:
+            while True:
+                await self._outbox_ready.wait()
+                self._outbox_ready = trio.Event()
+                frames, self._outbox = self._outbox, []
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                with trio.move_on_after(limit) as cs:
+                    await self.stream.send_all(data)
+                if cs.cancelled_caught:
+                    raise ConnectionLost(self.address.text, "the server stopped reading")
+        except ConnectionLost as e:
+            self._fail(e)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            self._fail(ConnectionLost(self.address.text, str(e) or type(e).__name__))
+
+    def start_tasks(self, nursery: trio.Nursery) -> None:
+        """The reader and the writer: they run for as long as the connection."""
+        nursery.start_soon(self._reader)
+        nursery.start_soon(self._writer)
 
     async def rpc(self, msg: Message, *, timeout: float | None | object = _DEFAULT) -> Message:
         """Send msg and return its reply; ServerError for Rerror/Rlerror.
@@ -575,7 +584,7 @@ async def open_session(address: str | Address, *, version: str | None = None,
     session = Session(addr, stream, dialect, got_msize, **kw)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session._reader)
+            session.start_tasks(nursery)
             try:
                 if attach:
                     if uname is None:

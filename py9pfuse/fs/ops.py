@@ -459,8 +459,15 @@ class P9Operations(pyfuse3.Operations):
 
     # --- extended attributes (.L; the others answer ENOTSUP, which the kernel remembers)
 
+    # ls -l asks for security.selinux and system.posix_acl_access on every file: a round
+    # trip each, for names no 9P server keeps for us (the kernel enforces neither here).
+    # Only the user. and trusted. namespaces go to the server.
+    _LOCAL_ONLY = (b"security.", b"system.")
+
     @fuse_errors
     async def getxattr(self, inode, name, ctx):
+        if name.startswith(self._LOCAL_ONLY):
+            raise pyfuse3.FUSEError(E.ENODATA)
         node = self.table.get(inode)
         return await self.fs.getxattr(await self._fid(node), os.fsdecode(name))
 
@@ -477,6 +484,8 @@ class P9Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def setxattr(self, inode, name, value, ctx):
+        if name.startswith(self._LOCAL_ONLY):
+            raise pyfuse3.FUSEError(E.EOPNOTSUPP)  # cp -a goes on without them
         node = self.table.get(inode)
         await self.fs.setxattr(await self._fid(node), os.fsdecode(name), value)
 
