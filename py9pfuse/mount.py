@@ -135,7 +135,8 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
             async with open_session(address, log=log, **opts.session) as session:
                 fs = dialect_for(session)
                 root_attr = await fs.getattr(session.root)
-                cfg = Config(**opts.config, trace_fuse=opts.debug, log=log)
+                cfg = Config(**opts.config, trace_fuse=opts.debug, log=log,
+                             mountpoint=mountpoint)
                 ops = P9Operations(session, fs, root_attr, cfg)
                 try:
                     pyfuse3.init(ops, mountpoint, opts.fuse)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import re
 import glob
 import hashlib
 import os
@@ -406,3 +407,50 @@ def test_reads_in_any_order_return_the_right_bytes():
             f.write(b"new bytes")
             f.seek(2 << 20)
             assert f.read(9) == b"new bytes"
+
+
+# --- a read that blocks on the server stops when its caller gives up (pyfuse3 delivers
+# no FUSE_INTERRUPT: py9pfuse notices the pending signal itself and flushes the read)
+
+
+@pytest.mark.parametrize("how", ["timeout -s INT 1 cat {f}", "timeout -s TERM 1 cat {f}",
+                                 "exec 3<{f}; timeout -s INT 1 cat <&3"])
+def test_a_signal_ends_a_blocked_read(how):
+    with server("bundled") as (address, _), mounted(address) as mnt:
+        events = os.path.join(mnt, "events")
+        t = time.monotonic()
+        r = subprocess.run(["bash", "-c", how.format(f=events)], capture_output=True,
+                           timeout=30)
+        assert time.monotonic() - t < 2.5 and r.returncode in (124, 130, 143), r
+        # nothing was lost: the flushed read took no event; the mount goes on
+        with open(os.path.join(mnt, "ctl"), "wb") as ctl:
+            ctl.write(b"after")
+        fd = os.open(events, os.O_RDONLY)
+        try:
+            assert os.read(fd, 100) == b"after"
+        finally:
+            os.close(fd)
+
+
+def test_a_killed_reader_is_gone_and_the_server_saw_tflush(tmp_path):
+    mnt = str(tmp_path / "m")
+    os.mkdir(mnt)
+    with server("bundled") as (address, _):
+        daemon = subprocess.Popen([*CMD, address, mnt, "-f", "-D"], stderr=subprocess.PIPE,
+                                  text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while not is_mounted(mnt) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            reader = subprocess.Popen(["cat", os.path.join(mnt, "events")])
+            time.sleep(0.7)
+            reader.kill()
+            t = time.monotonic()
+            reader.wait(timeout=5)
+            assert time.monotonic() - t < 2
+            assert sorted(os.listdir(mnt))[0] == "README"  # other operations go on
+        finally:
+            unmount(mnt)
+        err = daemon.communicate(timeout=10)[1]
+    assert re.search(r"<-0- Tflush tag \d+ oldtag \d+", err), err[-1000:]
+    assert re.search(r"-0-> Rflush tag \d+", err)

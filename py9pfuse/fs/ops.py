@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 
 from ..client import Attr, Dialect, Fid, P9Error, Session, SetAttr
+from . import interrupt
 from .inodes import ROOT, Inode, InodeTable
 from .readahead import ReadAhead
 
@@ -36,6 +37,7 @@ class Config:
     writeback: bool = False
     trace_fuse: bool = False
     log: object = None
+    mountpoint: str | None = None  # to find who holds a file whose read blocks
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Handle:
     node: Inode
     append: bool
     synthetic: bool = False  # length 0: one Tread per read, never a speculative one
+    opener: int | None = None  # pid that opened it: a candidate caller when a read blocks
     ra: ReadAhead | None = None  # Treads ahead of a reader in order (ordinary files)
 
 
@@ -225,6 +228,37 @@ class P9Operations(pyfuse3.Operations):
         node.cache_key = key
         return fi
 
+    def _path(self, node: Inode) -> str | None:
+        """Where node is under the mount point, as /proc shows open files."""
+        if self.config.mountpoint is None:
+            return None
+        parts = []
+        while node.ino != ROOT:
+            parts.append(node.name)
+            node = self.table.inodes.get(node.parent)
+            if node is None:
+                return None
+        return os.path.join(self.config.mountpoint, *reversed(parts))
+
+    async def _interruptible(self, h: Handle, fn):
+        """await fn(), but EINTR once the caller has given up (fs/interrupt.py): the
+        cancelled request is flushed on the server."""
+        if self.nursery is None:
+            return await fn()
+        with trio.CancelScope() as cs:
+            watcher = trio.CancelScope()
+
+            async def watch():
+                with watcher:
+                    await interrupt.watch(cs, self._path(h.node), h.opener)
+
+            self.nursery.start_soon(watch)
+            try:
+                return await fn()
+            finally:
+                watcher.cancel()
+        raise pyfuse3.FUSEError(E.EINTR)
+
     @fuse_errors
     async def open(self, inode, flags, ctx):
         """Twalk a clone of the inode's fid, Topen/Tlopen it (O_TRUNC -> OTRUNC)."""
@@ -240,7 +274,9 @@ class P9Operations(pyfuse3.Operations):
         except BaseException:
             await self.s.clunk(fid)
             raise
-        return self._file_info(node, fid, flags)
+        fi = self._file_info(node, fid, flags)
+        self.handles[fi.fh].opener = ctx.pid if ctx else None
+        return fi
 
     @fuse_errors
     async def create(self, parent_inode, name, mode, flags, ctx):
@@ -269,7 +305,8 @@ class P9Operations(pyfuse3.Operations):
             return await h.ra.read(off, size)
         if h.synthetic:
             size = min(size, self.s.iounit(h.fid))
-        return await self.s.read(h.fid, off, size, timeout=None)
+        return await self._interruptible(
+            h, lambda: self.s.read(h.fid, off, size, timeout=None))
 
     @fuse_errors
     async def write(self, fh, off, buf):
