@@ -18,7 +18,8 @@ from collections.abc import Iterable
 import trio
 
 FIRST_LOOK = 0.5  # most reads answer sooner; /proc is left alone for them
-LOOK_EVERY = 0.25
+LOOK_EVERY = 0.25  # then more and more seldom, up to once a second: an event file may
+LOOK_AT_MOST = 1.0  # block for hours, and each look reads all of /proc/*/fd
 
 
 def holders(path: str) -> set[int]:
@@ -82,6 +83,7 @@ def gave_up(pids: Iterable[int]) -> bool:
 async def watch(scope: trio.CancelScope, path: str | None, opener: int | None) -> None:
     """Cancel scope once the request's caller has given up (see the module's text)."""
     await trio.sleep(FIRST_LOOK)
+    pause = LOOK_EVERY
     while True:
         def look() -> bool:
             pids = holders(path) if path else set()
@@ -92,4 +94,5 @@ async def watch(scope: trio.CancelScope, path: str | None, opener: int | None) -
         if await trio.to_thread.run_sync(look):
             scope.cancel()
             return
-        await trio.sleep(LOOK_EVERY)
+        await trio.sleep(pause)
+        pause = min(pause * 1.5, LOOK_AT_MOST)
