@@ -6,7 +6,6 @@ import errno as E
 import socket
 
 import pytest
-import trio
 
 from py9pfuse.client import DialError, parse
 from py9pfuse.client.dial import open_stream

@@ -160,25 +160,27 @@ async def get_tickets(authserver: str, tr) -> tuple[bytes, bytes]:
     from .dial import open_stream, parse
 
     req = c.Ticketreq(c.AuthTreq, tr.authid, tr.authdom, tr.chal, tr.hostid, tr.uid).pack()
+
+    async def read_exactly(stream, n: int) -> bytes:
+        got = b""
+        while len(got) < n and (data := await stream.receive_some(n - len(got))):
+            got += data
+        return got
+
     try:
         with trio.fail_after(15):
-            stream = await open_stream(parse(authserver))
-            async with stream:
+            async with await open_stream(parse(authserver)) as stream:
                 await stream.send_all(req)
-                reply = b""
-                while len(reply) < 1 or (reply[0] == c.AuthOK and len(reply) < 1 + 2 *
-                                         c.TICKETLEN) or (reply[0] == c.AuthErr and
-                                                          len(reply) < 1 + c.ERRMAX):
-                    data = await stream.receive_some(4096)
-                    if not data:
-                        break
-                    reply += data
+                kind = await read_exactly(stream, 1)
+                # AuthOK: the client's ticket, then the server's; AuthErr: a message
+                body = await read_exactly(stream, {bytes([c.AuthOK]): 2 * c.TICKETLEN,
+                                                   bytes([c.AuthErr]): c.ERRMAX}.get(kind, 0))
     except trio.TooSlowError:
         raise P9Error(E.ETIMEDOUT, f"auth server {authserver}: no answer") from None
-    if reply[:1] == bytes([c.AuthOK]) and len(reply) >= 1 + 2 * c.TICKETLEN:
-        return reply[1 : 1 + c.TICKETLEN], reply[1 + c.TICKETLEN : 1 + 2 * c.TICKETLEN]
-    if reply[:1] == bytes([c.AuthErr]):
-        why = reply[1 : 1 + c.ERRMAX].split(b"\0", 1)[0].decode(errors="replace")
+    if kind == bytes([c.AuthOK]) and len(body) == 2 * c.TICKETLEN:
+        return body[: c.TICKETLEN], body[c.TICKETLEN :]
+    if kind == bytes([c.AuthErr]):
+        why = body.split(b"\0", 1)[0].decode(errors="replace")
         raise P9Error(E.EACCES, f"auth server {authserver}: {why}")
     raise P9Error(E.EPROTO, f"auth server {authserver}: not an auth server's answer")
 

@@ -4,7 +4,6 @@ answers `e.errno` and a command prints `str(e)` as its one line."""
 from __future__ import annotations
 
 import errno as E
-import os
 
 
 class P9Error(OSError):
@@ -47,10 +46,6 @@ class VersionError(P9Error):
 
     def __init__(self, address: str, reason: str):
         super().__init__(E.EPROTONOSUPPORT, f"{address}: {reason}")
-
-
-def strerror(errno: int) -> str:
-    return os.strerror(errno)
 
 
 def describe(e: OSError, address: str, aname: str = "", path: str | None = None) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .constants import NONUNAME, P9_2000_U
 from .errors import ProtocolError
-from .wire import QID, U16, U32, Qid, Reader, encode_str
+from .wire import U16, Qid, Reader, encode_str
 
 # type[2] dev[4] qid[13] mode[4] atime[4] mtime[4] length[8]
 _STAT_FIXED = struct.Struct("<HIBIQIIIQ")
@@ -125,7 +125,3 @@ def pack_dirents(entries: list[Dirent]) -> bytes:
     except struct.error as e:
         raise ProtocolError(f"dirent: {e}") from None
 
-
-def dirent_size(name: str) -> int:
-    """Bytes one entry takes in Rreaddir data (for servers filling a count)."""
-    return _DIRENT_FIXED.size + 2 + len(name.encode("utf-8", "surrogateescape"))
