@@ -163,10 +163,11 @@ def proc_stat(pid: int) -> tuple[int, float]:
 
 
 def memory_and_fids(nfiles: int) -> list[dict]:
-    """find -ls over nfiles files: peak RSS of the daemon; CPU seconds per GiB read; and
-    the fids diod still counts at unmount after the kernel forgot its inodes."""
+    """find -ls over nfiles files: peak RSS of the daemon; CPU seconds per GiB read; the
+    fids the daemon holds against the inodes the kernel keeps, after the find and after
+    the kernel forgot (drop_caches); and what diod still counts at unmount."""
     import re
-    from mounts import daemons
+    from mounts import foreground
     rows = []
     with start("diod") as peer:
         exp = peer.export
@@ -177,26 +178,36 @@ def memory_and_fids(nfiles: int) -> list[dict]:
         with open(os.path.join(exp, "big.dat"), "wb") as f:
             for _ in range(256):
                 f.write(os.urandom(MiB))
-        with mounted(peer.address, aname=peer.aname) as mnt:
-            (pid,) = daemons(mnt)
+        with foreground(peer.address, aname=peer.aname) as m:
+            pid = m.proc.pid
             drop_caches()
             _, cpu0 = proc_stat(pid)
-            read_file(os.path.join(mnt, "big.dat"), MiB)
+            read_file(os.path.join(m.mnt, "big.dat"), MiB)
             _, cpu1 = proc_stat(pid)
             cpu_row = {"workload": "CPU seconds per GiB read (cold)", "unit": "s/GiB",
                        "fuse": (cpu1 - cpu0) * 4, "raw": None, "local": None}
-            t = timed(lambda: subprocess.run(["find", mnt, "-ls"], stdout=subprocess.DEVNULL,
-                                             check=True))
+            t = timed(lambda: subprocess.run(["find", m.mnt, "-ls"],
+                                             stdout=subprocess.DEVNULL, check=True))
             rss, _ = proc_stat(pid)
+            after_find = m.counts()
+            drop_caches()  # the kernel forgets its inodes: each FORGET clunks a fid
+            t0 = time.monotonic()
+            while (c := m.counts())["in_flight"] or c["fids"] > c["walked"] + 1:
+                if time.monotonic() - t0 > 120:
+                    break
+                time.sleep(0.5)
+            settle = time.monotonic() - t0
             rows.append({"workload": f"find -ls over {nfiles} files", "unit": "files/s",
                          "fuse": nfiles / t, "raw": None, "local": None,
-                         "peak_rss_mib": rss / 1024})
+                         "peak_rss_mib": rss / 1024,
+                         "fids_after_find": after_find["fids"],
+                         "inodes_after_find": after_find["inodes"],
+                         "fids_after_forget": c["fids"], "inodes_after_forget": c["inodes"],
+                         "forget_seconds": settle})
             rows.append(cpu_row)
-            drop_caches()  # the kernel forgets its inodes: each FORGET clunks a fid
-            time.sleep(5)
         time.sleep(0.5)
-        m = re.search(r"connection closed with (\d+) unclunked fids", peer.log())
-        rows[0]["fids_at_unmount"] = int(m.group(1)) if m else None
+        n = re.search(r"connection closed with (\d+) unclunked fids", peer.log())
+        rows[0]["fids_at_unmount"] = int(n.group(1)) if n else 0
     return rows
 
 
@@ -384,8 +395,10 @@ def main() -> None:
         print(f"{w['workload']:46} {w['unit']:>10} {f:>10.1f} {rr or 0:>10.0f} {lo or 0:>10.0f}"
               f" {(f / rr if rr else 0):>8.2f} {(f / lo if lo else 0):>10.2f}"
               + (f"  peak RSS {w['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in w else "")
-              + (f", {w['fids_at_unmount']} fids left at unmount"
-                 if w.get("fids_at_unmount") is not None else ""))
+              + (f"; fids/inodes after find {w['fids_after_find']}/{w['inodes_after_find']},"
+                 f" after forget {w['fids_after_forget']}/{w['inodes_after_forget']}"
+                 f" ({w['forget_seconds']:.0f} s), left at unmount {w['fids_at_unmount']}"
+                 if "fids_after_find" in w else ""))
     (HERE / "results-fuse.json").write_text(json.dumps(
         {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "rows": rows}, indent=1))
 

@@ -147,7 +147,7 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
                     ready()
                     async with trio.open_nursery() as nursery:
                         ops.nursery = nursery
-                        nursery.start_soon(_on_signals)
+                        nursery.start_soon(_on_signals, ops, log)
                         nursery.start_soon(_raise_readahead, mountpoint, opts.read_ahead_kb,
                                            log)
                         await pyfuse3.main()
@@ -155,6 +155,7 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
                 finally:
                     with trio.CancelScope(shield=True):
                         pyfuse3.close(unmount=True)
+                        await ops.clunk_all()
         finally:
             outer.cancel_scope.cancel()
 
@@ -184,10 +185,15 @@ async def _raise_readahead(mountpoint: str, kb: int, log: Callable[[str], None])
         log(f"{mountpoint}: could not raise read_ahead_kb: {e}")
 
 
-async def _on_signals() -> None:
-    """SIGINT/SIGTERM/SIGHUP end the main loop, and close() unmounts: no dead mount."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for _ in signals:
+async def _on_signals(ops: P9Operations, log: Callable[[str], None]) -> None:
+    """SIGINT/SIGTERM/SIGHUP end the main loop, and close() unmounts: no dead mount.
+    SIGUSR1 logs one line of counts (inodes, fids, requests), to look for leaks."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                   signal.SIGUSR1) as signals:
+        async for sig in signals:
+            if sig == signal.SIGUSR1:
+                log(f"{ops.config.mountpoint}: {ops.counts()}")
+                continue
             pyfuse3.terminate()
             return
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,61 @@ def mounted(address: str, *options: str, aname: str = "") -> Iterator[str]:
         unmount(mnt)
         with contextlib.suppress(OSError):
             os.rmdir(mnt)
+
+
+class Foreground:
+    """A mount served by `py9pfuse -f` in a child whose log lines land in a file."""
+
+    COUNTS = re.compile(r"(\d+) inodes \((\d+) walked\), (\d+) fids, (\d+) open handles,"
+                        r" (\d+) requests in flight")
+
+    def __init__(self, mnt: str, proc: subprocess.Popen, log: str):
+        self.mnt, self.proc, self.logfile = mnt, proc, log
+
+    def log(self) -> str:
+        with open(self.logfile, errors="replace") as f:
+            return f.read()
+
+    def counts(self) -> dict[str, int]:
+        """The daemon's own counts, asked for with SIGUSR1."""
+        before = len(self.COUNTS.findall(self.log()))
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while len(found := self.COUNTS.findall(self.log())) == before:
+            if time.monotonic() > deadline:
+                raise AssertionError("no counts from the daemon: " + self.log()[-500:])
+            time.sleep(0.02)
+        keys = ("inodes", "walked", "fids", "handles", "in_flight")
+        return dict(zip(keys, map(int, found[-1])))
+
+
+@contextlib.contextmanager
+def foreground(address: str, *options: str, aname: str = "") -> Iterator[Foreground]:
+    """Like mounted(), but the daemon stays our child (-f) and its log is kept."""
+    mnt = tempfile.mkdtemp(prefix="p9mnt-")
+    log = os.path.join(tempfile.mkdtemp(prefix="p9log-"), "log")
+    opts = list(options) + ([f"aname={aname}"] if aname else [])
+    with open(log, "w") as f:
+        proc = subprocess.Popen([*CMD, address, mnt, "-f",
+                                 *(["-o", ",".join(opts)] if opts else [])], stderr=f)
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                with open(log) as f:
+                    raise RuntimeError(f"mount failed: {f.read().strip()}")
+            time.sleep(0.02)
+        yield Foreground(mnt, proc, log)
+    finally:
+        unmount(mnt)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            os.rmdir(mnt)
+        shutil.rmtree(os.path.dirname(log), ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -71,6 +71,49 @@ async def test_replies_in_any_order(pair, nursery):
     assert {fid: r.stat.name for fid, r in got.items()} == {1: "f1", 2: "f2", 3: "f3"}
 
 
+async def test_more_requests_than_tags_all_finish(pair, nursery):
+    """With every tag in use, requests wait for one and each freed tag goes on to a
+    waiter (once, three waiters on separate events lost their wake-ups and hung)."""
+    s, srv = pair
+    s._free_tags = [2, 1, 0]  # as if 65533 tags were busy
+    done = []
+
+    async def ask(fid):
+        await s.rpc(p.Tclunk(fid))
+        done.append(fid)
+
+    for fid in range(10, 30):
+        nursery.start_soon(ask, fid)
+    with trio.fail_after(5):
+        while len(done) < 20:
+            r = await srv.recv()
+            assert r.tag in (0, 1, 2)
+            await srv.send(p.Rclunk(), r.tag)
+            await trio.testing.wait_all_tasks_blocked()
+    assert sorted(done) == list(range(10, 30))
+    assert sorted(s._free_tags) == [0, 1, 2]
+
+
+async def test_waiters_for_a_tag_fail_when_the_connection_breaks(pair, nursery):
+    s, srv = pair
+    s._free_tags = []
+    errors = []
+
+    async def ask():
+        try:
+            await s.rpc(p.Tclunk(5))
+        except ConnectionLost as e:
+            errors.append(e)
+
+    for _ in range(3):
+        nursery.start_soon(ask)
+    await trio.testing.wait_all_tasks_blocked()
+    await srv.stream.aclose()
+    with trio.fail_after(5):
+        while len(errors) < 3:
+            await trio.sleep(0.01)
+
+
 async def test_flush_protocol(pair, nursery):
     s, srv = pair
     outcome = {}

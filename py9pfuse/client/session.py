@@ -10,6 +10,7 @@ that a flushed Twalk allocated is clunked).
 
 from __future__ import annotations
 
+import contextlib
 import errno as E
 import functools
 import math
@@ -92,10 +93,13 @@ class Session:
         self._framer = Framer(msize)
         self._pending: dict[int, _Pending] = {}
         self._free_tags = list(range(MAX_TAG, -1, -1))  # pop() gives 0 first
-        self._tag_freed = trio.Event()
+        self._tag_waiters = trio.lowlevel.ParkingLot()  # requests waiting for a tag, first come first
         self._outbox: list[bytes] = []  # frames for the writer task, in order
         self._outbox_ready = trio.Event()
         self._broken: ConnectionLost | None = None
+
+    def in_flight(self) -> int:
+        return len(self._pending)
 
     # --- the reader
 
@@ -150,6 +154,7 @@ class Session:
         for p in pending.values():
             p.error = err
             p.done.set()
+        self._tag_waiters.unpark_all()
 
     @property
     def broken(self) -> ConnectionLost | None:
@@ -158,14 +163,17 @@ class Session:
     # --- tags and sending
 
     async def _alloc_tag(self) -> int:
+        # every one of the 65535 tags can be in use (a forget of 100,000 inodes clunks at
+        # once): each freed tag wakes one waiter, not all of them
         while not self._free_tags:
-            self._tag_freed = trio.Event()
-            await self._tag_freed.wait()
+            if self._broken:
+                raise self._broken
+            await self._tag_waiters.park()
         return self._free_tags.pop()
 
     def _free_tag(self, tag: int) -> None:
         self._free_tags.append(tag)
-        self._tag_freed.set()
+        self._tag_waiters.unpark()
 
     async def _start(self, msg: Message) -> _Pending:
         """Give msg a tag and send it; its reply will land in the returned _Pending."""
@@ -380,11 +388,12 @@ class Session:
             raise
         return cur
 
-    async def clunk(self, fid: Fid) -> None:
+    async def clunk(self, fid: Fid, *, shield: bool = True) -> None:
         """Forget fid. The number is free again once the server has answered, whatever it
-        answered (clunk(5): the fid is gone even when Rclunk is an error)."""
+        answered (clunk(5): the fid is gone even when Rclunk is an error). Shielded, so
+        a cancelled caller leaks no fid; shield=False where giving up is the point."""
         try:
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=shield):
                 await self.rpc(m.Tclunk(fid.num))
         except P9Error:
             pass
@@ -477,6 +486,10 @@ class Session:
     # --- closing
 
     async def aclose(self) -> None:
+        if self.root is not None and not self._broken:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                with contextlib.suppress(OSError):  # leave the server holding nothing of ours
+                    await self.clunk(self.root, shield=False)
         self._fail(ConnectionLost(self.address.text, "closed"))
         with trio.CancelScope(shield=True):
             await self.stream.aclose()

@@ -76,7 +76,7 @@ class ReadAhead:
             if self.inflight == 0:
                 self.idle.set()
 
-    async def read(self, off: int, size: int) -> bytes:
+    async def read(self, off: int, size: int) -> bytes | memoryview:
         if not self._in_order(off):
             self.reset(off)
         end = off + size
@@ -96,7 +96,9 @@ class ReadAhead:
                 if ch.error is not None:
                     self.chunks.pop(ch.start, None)
                     raise ch.error
-                piece = ch.data[pos - ch.start : end - ch.start]
+                # a view, not a copy: the kernel's 128 KiB reads are slices of iounit
+                # chunks, and pyfuse3 takes any contiguous buffer
+                piece = memoryview(ch.data)[pos - ch.start : end - ch.start]
                 if not piece:
                     break  # end of file
                 out.append(piece)
@@ -110,7 +112,7 @@ class ReadAhead:
         low = min(self.reading, default=pos)
         for start in [s for s in self.chunks if s + self.unit <= low]:
             del self.chunks[start]  # consumed by every read under way
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     async def close(self) -> None:
         """Wait for Treads still on the way, so the fid is not clunked under them."""
