@@ -81,6 +81,41 @@ def small_files(root: str, n: int) -> None:
     os.rmdir(d)
 
 
+def find(path: str) -> None:
+    subprocess.run(["find", path], stdout=subprocess.DEVNULL, check=True)
+
+
+def source_tree(n: int) -> dict[str, bytes]:
+    """n files shaped like a source tree: 40 per directory, 1-24 KiB of text each."""
+    import random
+    rnd = random.Random(9)
+    words = [b"static", b"int", b"return", b"struct", b"void", b"if", b"(", b")", b";\n"]
+    out = {}
+    for i in range(n):
+        size = rnd.randint(1, 24) * 1024
+        body = b" ".join(rnd.choice(words) for _ in range(size // 4))[:size]
+        out[f"src/m{i // 40}/f{i}.c"] = body
+    return out
+
+
+def make_tarball(files: dict[str, bytes]) -> str:
+    import io
+    import tarfile
+    import tempfile
+    path = os.path.join(tempfile.mkdtemp(prefix="p9tar-"), "src.tar")
+    with tarfile.open(path, "w") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def untar(tarball: str, dest: str) -> None:
+    os.makedirs(dest, exist_ok=True)
+    subprocess.run(["tar", "xf", tarball, "-C", dest], check=True)
+
+
 def ls_l(path: str) -> None:
     subprocess.run(["ls", "-l", path], stdout=subprocess.DEVNULL, check=True)
 
@@ -101,7 +136,7 @@ def parallel_read(paths: list[str], bs: int) -> None:
 # --- the raw client: the same work through the session, no FUSE
 
 
-async def raw(peer, size: int, nfiles: int, names: list[str]) -> dict:
+async def raw(peer, size: int, nfiles: int, names: list[str], src: dict) -> dict:
     out = {}
     async with py9pfuse.connect(peer.address, aname=peer.aname) as fs:
         s = fs.session
@@ -118,6 +153,14 @@ async def raw(peer, size: int, nfiles: int, names: list[str]) -> dict:
                 await fs.write_at(fid, i * MiB, block)
             await fs.fs.fsync(fid)
             out["write"] = time.perf_counter() - t
+        async with fs.open_for_write("/raw-written4k.dat") as fid:
+            block = os.urandom(4096)
+            small = max(size // 8, 4 * MiB)
+            t = time.perf_counter()
+            for i in range(small // 4096):  # one Twrite at a time, as write(2) makes them
+                await fs.write_at(fid, i * 4096, block)
+            await fs.fs.fsync(fid)
+            out["write4k"] = time.perf_counter() - t
         async with fs.fid("/many") as d:
             t = time.perf_counter()
             entries = await fs.fs.readdir(d)
@@ -150,6 +193,28 @@ async def raw(peer, size: int, nfiles: int, names: list[str]) -> dict:
             await fs.remove(f"/rawsmall/f{i}")
         await fs.remove("/rawsmall")
         out["small"] = time.perf_counter() - t
+        t = time.perf_counter()  # find: readdir of every directory, one after another
+        todo = ["/tree"]
+        while todo:
+            path = todo.pop()
+            async with fs.fid(path) as d:
+                for e in await fs.fs.readdir(d):
+                    if e.qid.type & 0x80:
+                        todo.append(f"{path}/{e.name}")
+        out["find"] = time.perf_counter() - t
+        t = time.perf_counter()  # untar: mkdir and create+write+close, one by one
+        made = set()
+        for name, data in src.items():
+            parts = name.split("/")[:-1]
+            for k in range(1, len(parts) + 1):
+                d = "/rawuntar/" + "/".join(parts[:k])
+                if d not in made:
+                    if not made:
+                        await fs.mkdir("/rawuntar")
+                    await fs.mkdir(d)
+                    made.add(d)
+            await fs.write_bytes(f"/rawuntar/{name}", data)
+        out["untar"] = time.perf_counter() - t
     return out
 
 
@@ -266,6 +331,31 @@ def classic_rows(other: str | None) -> list[dict]:
     return rows
 
 
+def bundled_rows() -> list[dict]:
+    """The bundled 9P2000 server (an in-memory tree): the same read and ls -l through
+    py9pfuse and through the raw client; the files are made with the raw client."""
+    from mounts import bundled_server
+    with bundled_server() as address:
+        async def setup_and_raw():
+            async with py9pfuse.connect(address) as fs:
+                await fs.write_bytes("/big.dat", os.urandom(32 * MiB))
+                await fs.mkdir("/many")
+                for i in range(1000):
+                    await fs.write_bytes(f"/many/e{i}", b"")
+                t = time.perf_counter()
+                await fs.read_bytes("/big.dat")
+                return time.perf_counter() - t
+
+        raw_t = trio.run(setup_and_raw)
+        with mounted(address) as mnt:
+            rd = timed(lambda: read_file(os.path.join(mnt, "big.dat"), MiB))
+            ls = timed(lambda: ls_l(os.path.join(mnt, "many")))
+    return [{"workload": "bundled 9P2000, seq read", "unit": "MiB/s", "fuse": 32 / rd,
+             "raw": 32 / raw_t, "local": None},
+            {"workload": "bundled 9P2000, ls -l 1000", "unit": "entries/s", "fuse": 1000 / ls,
+             "raw": None, "local": None}]
+
+
 def tempfile_dir() -> str:
     import tempfile
     return tempfile.mkdtemp(prefix="p9other-")
@@ -319,6 +409,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="MiB for the sequential rows")
     ap.add_argument("--files", type=int, default=2000, help="small files")
     ap.add_argument("--entries", type=int, default=10000, help="directory size for ls/stat")
+    ap.add_argument("--find", type=int, default=20_000, help="files in the tree for find")
+    ap.add_argument("--untar", type=int, default=3000, help="files in the source tarball")
     ap.add_argument("--tree", type=int, default=100_000, help="files for find -ls and RSS")
     ap.add_argument("--other", help="another FUSE 9P client to measure on the 9P2000 server:"
                                     " a command with {addr} and {mnt}, e.g. '9pfuse {addr} {mnt}'")
@@ -337,7 +429,14 @@ def main() -> None:
         for i in range(8):
             with open(os.path.join(exp, f"par{i}.dat"), "wb") as f:
                 f.write(os.urandom(size // 8))
-        r = trio.run(raw, peer, size, a.files, names)
+        for d in range(a.find // 1000):
+            os.makedirs(os.path.join(exp, "tree", f"d{d}"))
+            for i in range(1000):
+                open(os.path.join(exp, "tree", f"d{d}", f"f{i}"), "w").close()
+        src = source_tree(a.untar)
+        src_mib = sum(len(b) for b in src.values()) / MiB
+        tarball = make_tarball(src)
+        r = trio.run(raw, peer, size, a.files, names, src)
         with mounted(peer.address, aname=peer.aname) as mnt:
             def row(name, unit, amount, fuse_s, raw_s=None, local_s=None):
                 rows.append({"workload": name, "unit": unit, "amount": amount,
@@ -358,12 +457,15 @@ def main() -> None:
             row("seq read cold, 4 KiB reads", "MiB/s", a.size,
                 timed(lambda: read_file(big_m, 4096)), r["read"],
                 timed(lambda: read_file(big_l, 4096)))
+            row("seq read warm, 4 KiB reads", "MiB/s", a.size,
+                timed(lambda: read_file(big_m, 4096)), r["read"],
+                timed(lambda: read_file(big_l, 4096)))
             row("seq write + fsync, 1 MiB", "MiB/s", a.size,
                 timed(lambda: write_file(os.path.join(mnt, "w.dat"), size, MiB)), r["write"],
                 timed(lambda: write_file(os.path.join(exp, "lw.dat"), size, MiB)))
             small = max(size // 8, 4 * MiB)
             row("seq write + fsync, 4 KiB", "MiB/s", small // MiB,
-                timed(lambda: write_file(os.path.join(mnt, "w4.dat"), small, 4096)), None,
+                timed(lambda: write_file(os.path.join(mnt, "w4.dat"), small, 4096)), r["write4k"],
                 timed(lambda: write_file(os.path.join(exp, "lw4.dat"), small, 4096)))
             many_m, many_l = os.path.join(mnt, "many"), os.path.join(exp, "many")
             drop_caches()
@@ -376,6 +478,13 @@ def main() -> None:
             row(f"{a.files} files: create+write 4K, read, delete", "files/s", a.files,
                 timed(lambda: small_files(mnt, a.files)), r["small"],
                 timed(lambda: small_files(exp, a.files)))
+            tree_m, tree_l = os.path.join(mnt, "tree"), os.path.join(exp, "tree")
+            drop_caches()
+            row(f"find over {a.find} files, cold", "files/s", a.find,
+                timed(lambda: find(tree_m)), r["find"], timed(lambda: find(tree_l)))
+            row(f"untar {len(src)} files ({src_mib:.0f} MiB)", "files/s", len(src),
+                timed(lambda: untar(tarball, os.path.join(mnt, "untar"))), r["untar"],
+                timed(lambda: untar(tarball, os.path.join(exp, "untar-local"))))
             pars = [os.path.join(mnt, f"par{i}.dat") for i in range(8)]
             drop_caches()
             one = timed(lambda: [read_file(p, MiB) for p in pars])  # one reader, in turn
@@ -388,6 +497,7 @@ def main() -> None:
     rows += memory_and_fids(a.tree)
     rows += writeback_rows()
     rows += classic_rows(a.other)
+    rows += bundled_rows()
     print(f"{'workload':46} {'unit':>10} {'py9pfuse':>10} {'raw':>10} {'local':>10}"
           f" {'fuse/raw':>8} {'fuse/local':>10}")
     for w in rows:
