@@ -54,6 +54,23 @@ def _positive(kind):
     return conv
 
 
+def _seconds_or_off(v: str) -> float:
+    try:
+        n = float(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise OptionError(f"expected seconds (0: off), not {v!r}")
+    return n
+
+
+def _reconnect(v: str) -> float:
+    return RECONNECT_WAIT if v == "" else _positive(float)(v)
+
+
+RECONNECT_WAIT = 60.0  # seconds a request waits for a lost server to come back
+KEEPALIVE = 20.0
+
 # name -> (converter, what it is for); converters raise OptionError.
 SESSION = {
     "uname": (str, "user name to attach as (default: your login name)"),
@@ -69,6 +86,11 @@ SESSION = {
     "authserver": (str, "dial string of the auth server (tcp!host!567) for p9sk1 tickets"),
     "keyfile": (str, "file holding the password (mode 0600 or stricter)"),
     "factotum": (str, "dial string of plan9port's factotum (default: in $NAMESPACE)"),
+    "reconnect": (_reconnect, "when the connection is lost, dial and attach again and carry"
+                              " on; requests wait up to the given seconds (default 60) for it"),
+    "keepalive": (_seconds_or_off, "seconds of silence after which the server is asked"
+                                   " something; as long again without an answer and the"
+                                   " connection is lost (default 20; 0: off)"),
     "password": (_no_password, ""),
 }
 
@@ -99,6 +121,9 @@ def session_kwargs(opts: dict) -> dict:
           if k in opts}
     if "timeout" in opts:
         kw["op_timeout"] = opts["timeout"]
+    kw["keepalive"] = opts.get("keepalive", KEEPALIVE) or None
+    if "reconnect" in opts:
+        kw["reconnect"] = opts["reconnect"]
     if kw.get("auth") not in ("none", "munge"):
         kw["identity"] = identity(opts)
     return kw

@@ -33,20 +33,29 @@ class FidPool:
         self._free: list[int] = []
         self._next = 0
         self.live = 0  # fids the server holds for us (a leak shows here)
+        self.gen = 0  # the connection new numbers belong to (a reconnect starts another)
+        self._gen: dict[int, int] = {}
 
     def alloc(self) -> int:
-        self.live += 1
         if self._free:
-            return heapq.heappop(self._free)
-        n = self._next
-        if n >= NOFID:
-            raise OSError(24, "out of fid numbers")
-        self._next += 1
+            n = heapq.heappop(self._free)
+        else:
+            n = self._next
+            if n >= NOFID:
+                raise OSError(24, "out of fid numbers")
+            self._next += 1
+        self.live += 1
+        self._gen[n] = self.gen
         return n
 
     def release(self, n: int) -> None:
         self.live -= 1
+        self._gen.pop(n, None)
         heapq.heappush(self._free, n)
+
+    def gen_of(self, n: int) -> int:
+        """The connection fid n was allocated on (numbers not ours, like NOFID: now)."""
+        return self._gen.get(n, self.gen)
 
 
 def effective_iounit(iounit: int, msize: int) -> int:

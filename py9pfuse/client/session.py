@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import Callable
 from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
 
 import trio
 
@@ -41,10 +42,11 @@ MAX_TAG = NOTAG - 1  # NOTAG itself is Tversion's
 class _Pending:
     """A request on the wire, waiting for the reply with its tag."""
 
-    __slots__ = ("msg", "done", "reply", "error")
+    __slots__ = ("msg", "done", "reply", "error", "gen")
 
-    def __init__(self, msg: Message):
+    def __init__(self, msg: Message, gen: int = 0):
         self.msg = msg
+        self.gen = gen  # the connection it went out on: its tag means nothing on another
         self.done = trio.Event()
         self.reply: Message | None = None
         self.error: Exception | None = None
@@ -73,7 +75,8 @@ class Session:
     def __init__(self, address: Address, stream: trio.abc.Stream, dialect: str, msize: int, *,
                  op_timeout: float | None = 30.0, flush_timeout: float = 10.0,
                  window: int = DEFAULT_WINDOW, trace: Callable[[str], None] | None = None,
-                 log: Callable[[str], None] | None = None, conn_id: int = 0):
+                 log: Callable[[str], None] | None = None, conn_id: int = 0,
+                 keepalive: float | None = None, redial: Redial | None = None):
         self.address = address
         self.stream = stream
         self.dialect = dialect
@@ -97,6 +100,21 @@ class Session:
         self._outbox: list[bytes] = []  # frames for the writer task, in order
         self._outbox_ready = trio.Event()
         self._broken: ConnectionLost | None = None
+        # keepalive: with nothing received for this long, ask the server something; no
+        # answer within as long again and the connection is dead (a paused server or a
+        # cut link sends no FIN)
+        self.keepalive = keepalive
+        self._last_heard = trio.current_time()
+        # reconnect: after a loss, dial again, attach again and carry on; fids of an
+        # older connection (`gen`) are refused before they reach the new one
+        self.redial = redial
+        self.gen = 0
+        self._reconnecting = False
+        self._reconnected = trio.Event()
+        self._reconnector: trio.lowlevel.Task | None = None  # may send during the outage
+        self._closing = False
+        self._conn_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
 
     def in_flight(self) -> int:
         return len(self._pending)
@@ -108,6 +126,7 @@ class Session:
         try:
             while True:
                 data = await self.stream.receive_some(RECV_SIZE)
+                self._last_heard = trio.current_time()
                 if quickack:
                     quickack()
                 if not data:
@@ -142,6 +161,8 @@ class Session:
             if reply.TYPE != p.msg.TYPE + 1 and reply.NAME not in ("Rerror", "Rlerror"):
                 p.error = P9Error(E.EIO, f"{self.address}: {reply.NAME} in reply to {p.msg.NAME}")
             p.reply = reply
+        if p.error:  # the caller only sees EIO: the log says what the server did
+            self.log(str(p.error))
         p.done.set()
 
     def _fail(self, err: ConnectionLost) -> None:
@@ -155,6 +176,12 @@ class Session:
             p.error = err
             p.done.set()
         self._tag_waiters.unpark_all()
+        self._conn_scope.cancel()  # this connection's reader and writer
+        if self.redial is not None and not self._closing and not self._reconnecting \
+                and self._nursery is not None:
+            self._reconnecting = True
+            self._reconnected = trio.Event()
+            self._nursery.start_soon(self._reconnect)
 
     @property
     def broken(self) -> ConnectionLost | None:
@@ -175,10 +202,22 @@ class Session:
         self._free_tags.append(tag)
         self._tag_waiters.unpark()
 
+    def _done_with(self, p: _Pending) -> None:
+        """p's tag is free again, unless it belonged to a connection since replaced (a
+        reconnect starts with every tag free)."""
+        if p.gen == self.gen:
+            self._free_tag(p.msg.tag)
+
     async def _start(self, msg: Message) -> _Pending:
         """Give msg a tag and send it; its reply will land in the returned _Pending."""
+        if self._reconnecting and trio.lowlevel.current_task() is not self._reconnector:
+            await self.wait_reconnected()
         if self._broken:
             raise self._broken
+        for name in _FID_FIELDS:
+            if (n := getattr(msg, name, None)) is not None and self.fids.gen_of(n) != self.gen:
+                raise ConnectionLost(self.address.text, f"fid {n} was lost with the"
+                                                        f" connection it belonged to")
         tag = await self._alloc_tag()
         msg.tag = tag
         try:
@@ -190,7 +229,7 @@ class Session:
             self._free_tag(tag)
             raise P9Error(E.EMSGSIZE, f"{self.address}: {msg.NAME} of {len(frame)} bytes is over"
                                       f" msize {self.msize}")
-        p = _Pending(msg)
+        p = _Pending(msg, self.gen)
         self._pending[tag] = p
         if self.trace:
             secret = getattr(msg, "fid", None) in self.secret_fids
@@ -223,9 +262,115 @@ class Session:
             self._fail(ConnectionLost(self.address.text, str(e) or type(e).__name__))
 
     def start_tasks(self, nursery: trio.Nursery) -> None:
-        """The reader and the writer: they run for as long as the connection."""
-        nursery.start_soon(self._reader)
-        nursery.start_soon(self._writer)
+        """The reader and the writer, for as long as the connection; the keepalive and
+        any reconnection, for as long as the session."""
+        self._nursery = nursery
+        self._conn_scope = trio.CancelScope()
+        nursery.start_soon(self._connection_tasks, self._conn_scope)
+        if self.keepalive:
+            nursery.start_soon(self._keepalive)
+
+    async def _connection_tasks(self, scope: trio.CancelScope) -> None:
+        with scope:
+            async with trio.open_nursery() as n:
+                n.start_soon(self._reader)
+                n.start_soon(self._writer)
+
+    async def _keepalive(self) -> None:
+        """Every `keepalive` seconds without a byte from the server, one small request
+        (a stat of the root); no reply within `keepalive` more and the connection is
+        declared lost, which fails (or, with reconnect, holds) every request on it."""
+        while True:
+            await trio.sleep(self.keepalive)
+            if self._broken or self._reconnecting or self.root is None or \
+                    trio.current_time() - self._last_heard < self.keepalive:
+                continue
+            ping = (m.Tgetattr(self.root.num, 0x7ff) if self.dialect == P9_2000_L
+                    else m.Tstat(self.root.num))
+            try:
+                p = await self._start(ping)
+            except OSError:
+                continue
+            with trio.move_on_after(self.keepalive):
+                await p.done.wait()
+            if p.done.is_set():
+                self._done_with(p)
+            elif not self._broken:
+                self._fail(ConnectionLost(self.address.text, f"no reply from the server for"
+                                                             f" {2 * self.keepalive:g} s"))
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._reconnecting
+
+    async def wait_reconnected(self) -> None:
+        """During an outage (with reconnect): wait for the new connection, at most the
+        redial's `wait` seconds, then fail as the connection did."""
+        if not self._reconnecting:
+            return
+        with trio.move_on_after(self.redial.wait):
+            await self._reconnected.wait()
+        if self._reconnecting:
+            raise ConnectionLost(self.address.text, f"{self._broken.text.rpartition(': ')[2]}"
+                                                    f" (still reconnecting after"
+                                                    f" {self.redial.wait:g} s)")
+
+    async def _reconnect(self) -> None:
+        """Dial again with backoff, negotiate the same dialect, authenticate and attach
+        again; then requests flow again, and every older fid is stale (gen)."""
+        self._reconnector = trio.lowlevel.current_task()
+        delay, said = 0.25, None
+        with trio.CancelScope(shield=True):
+            with contextlib.suppress(Exception):
+                await self.stream.aclose()
+        while not self._closing:
+            try:
+                stream, dialect, msize = await negotiate(self.address, version=self.dialect,
+                                                         msize=self.msize, trace=self.trace)
+            except OSError as e:
+                if str(e) != said:
+                    said = str(e)
+                    self.log(f"{self.address}: reconnecting: {e}")
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            old_root = self.root
+            self.stream, self.msize = stream, msize
+            self._framer = Framer(msize)
+            self._free_tags = list(range(MAX_TAG, -1, -1))
+            self._outbox, self._outbox_ready = [], trio.Event()
+            self.secret_fids.clear()
+            self.gen += 1
+            self.fids.gen = self.gen
+            if old_root is not None:
+                self.fids.release(old_root.num)
+            self._broken = None
+            self._last_heard = trio.current_time()
+            self._conn_scope = trio.CancelScope()
+            self._nursery.start_soon(self._connection_tasks, self._conn_scope)
+            try:
+                await self.attach(*self.redial.attach_args)
+            except OSError as e:
+                if str(e) != said:
+                    said = str(e)
+                    self.log(f"{self.address}: reconnecting: {e}")
+                self._broken = ConnectionLost(self.address.text, str(e))
+                self._conn_scope.cancel()
+                with trio.CancelScope(shield=True):
+                    with contextlib.suppress(Exception):
+                        await stream.aclose()
+                await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.log(f"{self.address}: reconnected")
+            break
+        self._reconnecting = False
+        self._reconnector = None
+        self._reconnected.set()
+
+    def is_stale(self, fid: Fid) -> bool:
+        """fid belongs to a connection that is gone (its number is still ours to free)."""
+        return self.fids.gen_of(fid.num) != self.gen
 
     async def rpc(self, msg: Message, *, timeout: float | None | object = _DEFAULT) -> Message:
         """Send msg and return its reply; ServerError for Rerror/Rlerror.
@@ -246,7 +391,7 @@ class Session:
         except BaseException:
             await self._abandon(p)
             raise
-        self._free_tag(msg.tag)
+        self._done_with(p)
         return self._result(p)
 
     def _result(self, p: _Pending) -> Message:
@@ -270,23 +415,25 @@ class Session:
         tag = p.msg.tag
         answered = p.done.is_set()
         with trio.CancelScope(shield=True):
-            if not answered and not self._broken:
+            stale = p.gen != self.gen  # sent on a connection since replaced: nothing to flush
+            if not answered and not self._broken and not stale:
                 self.stats["flushes"] += 1
                 with trio.move_on_after(self.flush_timeout):
                     try:
                         f = await self._start(m.Tflush(tag))
                         await f.done.wait()
-                        self._free_tag(f.msg.tag)
+                        self._done_with(f)
                         answered = f.reply is not None  # Rflush: the server is done with tag
                     except P9Error:
                         pass
-            if not answered and not p.done.is_set() and not self._broken:
+            if not answered and not p.done.is_set() and not self._broken and not stale:
                 # no Rflush: the server may still answer, so the tag must never be reused
                 self.stats["quarantined_tags"] += 1
                 self.log(f"{self.address}: no Rflush for tag {tag}; tag retired")
                 return
-            self._pending.pop(tag, None)
-            self._free_tag(tag)
+            if p.gen == self.gen:
+                self._pending.pop(tag, None)
+            self._done_with(p)
             if p.reply is not None and p.reply.NAME not in ("Rerror", "Rlerror"):
                 self.stats["late_replies"] += 1
                 await self._undo(p.msg, p.reply)
@@ -392,6 +539,9 @@ class Session:
         """Forget fid. The number is free again once the server has answered, whatever it
         answered (clunk(5): the fid is gone even when Rclunk is an error). Shielded, so
         a cancelled caller leaks no fid; shield=False where giving up is the point."""
+        if self.is_stale(fid):  # its server forgot it with the connection
+            self.fids.release(fid.num)
+            return
         try:
             with trio.CancelScope(shield=shield):
                 await self.rpc(m.Tclunk(fid.num))
@@ -475,17 +625,28 @@ class Session:
             finally:
                 limiter.release()
 
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                await limiter.acquire()
-                if stop(i):
-                    limiter.release()
-                    break
-                nursery.start_soon(run, i)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    await limiter.acquire()
+                    if stop(i):
+                        limiter.release()
+                        break
+                    nursery.start_soon(run, i)
+        except BaseExceptionGroup as eg:
+            # the pieces fail alike (an Rerror, a lost connection): the caller gets the
+            # first as it was raised, an OSError with its errno, not a group
+            first = eg
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            if isinstance(first, OSError):
+                raise first from None
+            raise
 
     # --- closing
 
     async def aclose(self) -> None:
+        self._closing = True
         if self.root is not None and not self._broken:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 with contextlib.suppress(OSError):  # leave the server holding nothing of ours
@@ -493,6 +654,18 @@ class Session:
         self._fail(ConnectionLost(self.address.text, "closed"))
         with trio.CancelScope(shield=True):
             await self.stream.aclose()
+
+
+_FID_FIELDS = ("fid", "newfid", "afid", "dfid", "dirfid", "olddirfid", "newdirfid")
+
+
+@dataclass
+class Redial:
+    """What reconnecting needs: attach's arguments again, and how long a request may wait
+    for the new connection before it fails with EIO."""
+
+    attach_args: tuple
+    wait: float = 60.0
 
 
 # --- negotiation
@@ -587,8 +760,10 @@ async def negotiate(address: Address, *, version: str | None = None, msize: int 
 async def open_session(address: str | Address, *, version: str | None = None,
                        msize: int = DEFAULT_MSIZE, uname: str | None = None, aname: str = "",
                        n_uname: int | None = None, attach: bool = True, auth: str = "auto",
-                       identity=None, **kw):
-    """Dial, negotiate, start the reader, attach; yield the Session; close it on exit."""
+                       identity=None, reconnect: float | None = None, **kw):
+    """Dial, negotiate, start the reader, attach; yield the Session; close it on exit.
+    reconnect: after a loss, dial and attach again, requests waiting at most that many
+    seconds for it (None: a loss is final)."""
     addr = parse(address) if isinstance(address, str) else address
     if msize < MIN_MSIZE + IOHDRSZ:
         raise DialError(addr.text, f"msize {msize} is too small", E.EINVAL)
@@ -605,6 +780,9 @@ async def open_session(address: str | Address, *, version: str | None = None,
                     if n_uname is None:
                         n_uname = os.getuid()
                     await session.attach(uname, aname, n_uname, auth, identity)
+                    if reconnect is not None:
+                        session.redial = Redial((uname, aname, n_uname, auth, identity),
+                                                reconnect)
                 yield session
             finally:
                 await session.aclose()

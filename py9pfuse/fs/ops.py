@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from ..client import Attr, Dialect, Fid, P9Error, Session, SetAttr
+from ..client import Attr, ConnectionLost, Dialect, Fid, P9Error, Session, SetAttr
 from . import interrupt
 from .inodes import ROOT, Inode, InodeTable
 from .readahead import ReadAhead
@@ -48,6 +48,8 @@ class Handle:
     synthetic: bool = False  # length 0: one Tread per read, never a speculative one
     opener: int | None = None  # pid that opened it: a candidate caller when a read blocks
     ra: ReadAhead | None = None  # Treads ahead of a reader in order (ordinary files)
+    flags: int = 0  # as opened, to open it again on a new connection
+    lost: str | None = None  # why it cannot be opened again: EIO on this handle only
 
 
 @dataclass
@@ -60,12 +62,23 @@ def fuse_errors(method):
     """Turn the client's errors into the errno FUSE answers with (P9Error is an OSError)."""
     name = method.__name__
 
+    again = name in _IDEMPOTENT
+
     @functools.wraps(method)
     async def wrapper(self, *args):
         if self.config.trace_fuse:
             self._log(f"FUSE {name} {_show(args)}")
         try:
-            return await method(self, *args)
+            for attempt in range(_ATTEMPTS):
+                try:
+                    return await method(self, *args)
+                except ConnectionLost:
+                    # lost in flight: with reconnect, what can be asked twice is asked
+                    # again on the new connection (waiting for it, within its bound);
+                    # what cannot (a create, a remove: did it happen?) is EIO
+                    if not again or self.s.redial is None or attempt == _ATTEMPTS - 1:
+                        raise
+                    await self.s.wait_reconnected()
         except pyfuse3.FUSEError:
             raise
         except OSError as e:
@@ -74,6 +87,15 @@ def fuse_errors(method):
             raise pyfuse3.FUSEError(e.errno or E.EIO) from None
 
     return wrapper
+
+
+_ATTEMPTS = 4  # an operation lost with its connection is tried on this many in all
+
+# operations that mean the same when sent twice; write is one too, unless appending or
+# to a synthetic file (ops.write says so per handle)
+_IDEMPOTENT = frozenset({"lookup", "getattr", "setattr", "readlink", "open", "read", "opendir",
+                         "readdir", "fsync", "fsyncdir", "statfs", "getxattr", "listxattr",
+                         "access", "flush"})
 
 
 def _show(args) -> str:
@@ -138,6 +160,11 @@ class P9Operations(pyfuse3.Operations):
 
     async def _fid(self, node: Inode) -> Fid:
         """The inode's walked fid, walking it now (by name from its parent) if need be."""
+        if node.ino == ROOT:
+            return self.s.root  # attached anew after a reconnect
+        if node.fid is not None and self.s.is_stale(node.fid):
+            stale, node.fid = node.fid, None  # lost with its connection: walk again
+            await self.s.clunk(stale)
         if node.fid is None:
             parent = self.table.get(node.parent)
             node.fid = await self.s.walk(await self._fid(parent), [node.name])
@@ -251,6 +278,7 @@ class P9Operations(pyfuse3.Operations):
         if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
                 and self.nursery is not None and self.config.readahead):
             h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery, a.size)
+        h.flags = flags
         fi.fh = self._add_handle(h)
         # keep cached pages only if the file is unchanged since they were read
         key = (a.qid.version, a.mtime_ns, a.size)
@@ -288,6 +316,40 @@ class P9Operations(pyfuse3.Operations):
             finally:
                 watcher.cancel()
         raise pyfuse3.FUSEError(E.EINTR)
+
+    async def _open_fid(self, h: Handle) -> Fid:
+        """The handle's open fid; after a reconnect, the file opened again with the same
+        flags (but not truncated again). What cannot be opened again the same way (an
+        exclusive file, which another client may hold now; a file removed meanwhile)
+        fails this handle only."""
+        if not self.s.is_stale(h.fid):
+            return h.fid
+        if h.lost is None:
+            old = h.fid
+            await self.s.clunk(old)
+            if h.node.attr is not None and h.node.attr.qid.type & 0x20:  # QTEXCL
+                h.lost = "exclusive file: its open was lost with the connection"
+            else:
+                try:
+                    fid = await self.s.walk(await self._fid(h.node), [])
+                    try:
+                        await self.fs.open(fid, h.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
+                    except BaseException:
+                        await self.s.clunk(fid)
+                        raise
+                except ConnectionLost:
+                    h.fid = old  # still stale: try again on the next connection
+                    raise
+                except OSError as e:
+                    h.lost = f"cannot open it again after the reconnect: {e}"
+                else:
+                    h.fid = fid
+                    if h.ra is not None:
+                        h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery,
+                                         h.ra.size)
+                    return fid
+            self._log(f"{self._path(h.node) or h.node.name}: {h.lost}")
+        raise P9Error(E.EIO, h.lost)
 
     @fuse_errors
     async def open(self, inode, flags, ctx):
@@ -331,23 +393,37 @@ class P9Operations(pyfuse3.Operations):
         kernel takes a short answer for the end of the file. No deadline: a read may
         block by design."""
         h = self.handles[fh]
+        fid = await self._open_fid(h)
         if h.ra is not None:
             return await h.ra.read(off, size)
         if h.synthetic:
-            size = min(size, self.s.iounit(h.fid))
+            size = min(size, self.s.iounit(fid))
         return await self._interruptible(
-            h, lambda: self.s.read(h.fid, off, size, timeout=None))
+            h, lambda: self.s.read(fid, off, size, timeout=None))
 
     @fuse_errors
     async def write(self, fh, off, buf):
         """One Twrite with exactly these bytes when they fit in iounit (a ctl file reads
         one command per write), else several in flight."""
         h = self.handles[fh]
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self._write(h, off, buf)
+            except ConnectionLost:
+                # the same bytes at the same offset may be sent again; an append or a
+                # command to a synthetic file may not (did the first one land?)
+                if h.append or h.synthetic or self.s.redial is None or \
+                        attempt == _ATTEMPTS - 1:
+                    raise
+                await self.s.wait_reconnected()
+
+    async def _write(self, h: Handle, off: int, buf) -> int:
+        fid = await self._open_fid(h)
         if h.append and not (h.node.attr and h.node.attr.volatile):
-            off = (await self.fs.getattr(h.fid)).size  # O_APPEND: at the server's end
+            off = (await self.fs.getattr(fid)).size  # O_APPEND: at the server's end
         if h.ra is not None:
             h.ra.reset(-1)  # what was read ahead may be what this write changes
-        n = await self.s.write(h.fid, off, buf)
+        n = await self.s.write(fid, off, buf)
         if h.node.attr and off + n > h.node.attr.size:
             h.node.attr.size = off + n
         return n
@@ -367,7 +443,7 @@ class P9Operations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh, datasync):
         """Tfsync (.L), or a wstat that changes nothing: commit to stable storage."""
-        await self.fs.fsync(self.handles[fh].fid, datasync)
+        await self.fs.fsync(await self._open_fid(self.handles[fh]), datasync)
 
     # --- directories
 
@@ -387,21 +463,32 @@ class P9Operations(pyfuse3.Operations):
             dirfid = await self._fid(node)
             limiter = trio.Semaphore(self.config.readdir_window)
 
+            lost: list[ConnectionLost] = []  # then the listing is incomplete: no answer
+
             async def fetch(i):
                 async with limiter:
                     try:
                         fid = await self.s.walk(dirfid, [listing[i].name])
+                    except ConnectionLost as e:
+                        lost.append(e)
+                        return
                     except P9Error:
                         return  # gone since the listing: leave it out
                     try:
                         listing[i].attr = await self.fs.getattr(fid)
                         fids[i] = fid
-                    except P9Error:
+                    except P9Error as e:
+                        if isinstance(e, ConnectionLost):
+                            lost.append(e)
                         await self.s.clunk(fid)
 
             async with trio.open_nursery() as nursery:
                 for i in missing:
                     nursery.start_soon(fetch, i)
+            if lost:
+                for fid in fids.values():
+                    await self.s.clunk(fid)
+                raise lost[0]
         h.entries += [(e.name, e.attr, fids.get(i)) for i, e in enumerate(listing) if e.attr]
         return self._add_handle(h)
 
@@ -516,7 +603,7 @@ class P9Operations(pyfuse3.Operations):
     async def statfs(self, ctx):
         """Tstatfs (.L). Other dialects have none: no block counts, but a real maximum
         name length, since programs size their name buffers from it."""
-        st = await self.fs.statfs(self.table.root.fid)
+        st = await self.fs.statfs(self.s.root)
         out = pyfuse3.StatvfsData()
         out.f_bsize = out.f_frsize = st.bsize
         out.f_blocks, out.f_bfree, out.f_bavail = st.blocks, st.bfree, st.bavail
