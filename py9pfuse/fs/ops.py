@@ -49,6 +49,7 @@ class Handle:
     opener: int | None = None  # pid that opened it: a candidate caller when a read blocks
     ra: ReadAhead | None = None  # Treads ahead of a reader in order (ordinary files)
     flags: int = 0  # as opened, to open it again on a new connection
+    direct: bool = False  # direct I/O: the writer waits for our answer, not the page cache
     lost: str | None = None  # why it cannot be opened again: EIO on this handle only
 
 
@@ -278,7 +279,7 @@ class P9Operations(pyfuse3.Operations):
         if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
                 and self.nursery is not None and self.config.readahead):
             h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery, a.size)
-        h.flags = flags
+        h.flags, h.direct = flags, fi.direct_io
         fi.fh = self._add_handle(h)
         # keep cached pages only if the file is unchanged since they were read
         key = (a.qid.version, a.mtime_ns, a.size)
@@ -298,9 +299,10 @@ class P9Operations(pyfuse3.Operations):
                 return None
         return os.path.join(self.config.mountpoint, *reversed(parts))
 
-    async def _interruptible(self, h: Handle, fn):
+    async def _interruptible(self, node: Inode, opener: int | None, fn):
         """await fn(), but EINTR once the caller has given up (fs/interrupt.py): the
-        cancelled request is flushed on the server."""
+        cancelled request is flushed on the server. For what may block by design: a
+        read, a command written to a synthetic file, an open (of a listen file)."""
         if self.nursery is None:
             return await fn()
         with trio.CancelScope() as cs:
@@ -308,7 +310,7 @@ class P9Operations(pyfuse3.Operations):
 
             async def watch():
                 with watcher:
-                    await interrupt.watch(cs, self._path(h.node), h.opener)
+                    await interrupt.watch(cs, self._path(node), opener)
 
             self.nursery.start_soon(watch)
             try:
@@ -360,7 +362,8 @@ class P9Operations(pyfuse3.Operations):
             flags = flags & ~os.O_ACCMODE | os.O_RDWR
         fid = await self.s.walk(await self._fid(node), [])
         try:
-            await self.fs.open(fid, flags)
+            await self._interruptible(node, ctx.pid if ctx else None,
+                                      lambda: self.fs.open(fid, flags))
             # fresh attributes decide between the page cache and direct I/O
             node.attr = await self.fs.getattr(fid)
         except BaseException:
@@ -399,7 +402,7 @@ class P9Operations(pyfuse3.Operations):
         if h.synthetic:
             size = min(size, self.s.iounit(fid))
         return await self._interruptible(
-            h, lambda: self.s.read(fid, off, size, timeout=None))
+            h.node, h.opener, lambda: self.s.read(fid, off, size, timeout=None))
 
     @fuse_errors
     async def write(self, fh, off, buf):
@@ -423,7 +426,10 @@ class P9Operations(pyfuse3.Operations):
             off = (await self.fs.getattr(fid)).size  # O_APPEND: at the server's end
         if h.ra is not None:
             h.ra.reset(-1)  # what was read ahead may be what this write changes
-        n = await self.s.write(fid, off, buf)
+        if h.direct:  # its writer is waiting: a command that blocks must end on a signal
+            n = await self._interruptible(h.node, h.opener, lambda: self.s.write(fid, off, buf))
+        else:
+            n = await self.s.write(fid, off, buf)
         if h.node.attr and off + n > h.node.attr.size:
             h.node.attr.size = off + n
         return n
