@@ -386,8 +386,10 @@ class Session:
                 await p.done.wait()
         except trio.TooSlowError:
             await self._abandon(p)
-            raise P9Error(E.ETIMEDOUT, f"{self.address}: no reply to {msg.NAME} within"
-                                       f" {timeout:g} s") from None
+            err = P9Error(E.ETIMEDOUT, f"{self.address}: no reply to {msg.NAME} within"
+                                       f" {timeout:g} s; flushed")
+            self.log(str(err))  # the caller sees only ETIMEDOUT: say which request
+            raise err from None
         except BaseException:
             await self._abandon(p)
             raise

@@ -393,16 +393,25 @@ class P9Operations(pyfuse3.Operations):
         """One Tread for a synthetic file (length 0), of at most iounit bytes: it answers
         each read as it likes, and a second Tread in flight would consume (and lose) its
         next event. Any other file's read is filled by several Treads in flight: the
-        kernel takes a short answer for the end of the file. No deadline: a read may
-        block by design."""
+        kernel takes a short answer for the end of the file."""
         h = self.handles[fh]
         fid = await self._open_fid(h)
         if h.ra is not None:
+            if h.direct:  # its reader waits on us, not on the page cache: may give up
+                try:
+                    return await self._interruptible(h.node, h.opener,
+                                                     lambda: h.ra.read(off, size))
+                except pyfuse3.FUSEError:
+                    h.ra.abort()
+                    raise
             return await h.ra.read(off, size)
         if h.synthetic:
             size = min(size, self.s.iounit(fid))
+        # what may block by design (synthetic, uncached, not a regular file) has no
+        # deadline but its caller's patience; an ordinary file's read has timeout=
+        timeout = None if h.synthetic or h.direct else self.s.op_timeout
         return await self._interruptible(
-            h.node, h.opener, lambda: self.s.read(fid, off, size, timeout=None))
+            h.node, h.opener, lambda: self.s.read(fid, off, size, timeout=timeout))
 
     @fuse_errors
     async def write(self, fh, off, buf):

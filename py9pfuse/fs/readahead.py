@@ -10,16 +10,19 @@ event that would then be lost).
 
 from __future__ import annotations
 
+import errno
+
 import trio
 
 from ..client import Fid, Session
 
 
 class _Chunk:
-    __slots__ = ("start", "done", "data", "error")
+    __slots__ = ("start", "done", "data", "error", "scope")
 
     def __init__(self, start: int):
         self.start = start
+        self.scope = trio.CancelScope()  # abort() flushes its Tread
         self.done = trio.Event()
         self.data = b""
         self.error: OSError | None = None
@@ -46,6 +49,12 @@ class ReadAhead:
         self.chunks.clear()
         self.base, self.next, self.streak = off, off, 0
 
+    def abort(self) -> None:
+        """The reader gave up (a signal): flush every Tread still on the way."""
+        for ch in self.chunks.values():
+            ch.scope.cancel()
+        self.reset(self.next)
+
     def _start_of(self, pos: int) -> int:
         return self.base + (pos - self.base) // self.unit * self.unit
 
@@ -67,7 +76,14 @@ class ReadAhead:
 
     async def _fetch(self, ch: _Chunk) -> None:
         try:
-            ch.data = await self.s.read(self.fid, ch.start, self.unit, timeout=None)
+            with ch.scope:
+                # an ordinary file's read should come at once: a server that never
+                # answers one is bounded by timeout= like any other request (synthetic
+                # files, which may block by design, are never read ahead)
+                ch.data = await self.s.read(self.fid, ch.start, self.unit,
+                                            timeout=self.s.op_timeout)
+            if ch.scope.cancelled_caught:
+                ch.error = OSError(errno.EINTR, "interrupted")  # aborted, and flushed
         except OSError as e:
             ch.error = e
         finally:

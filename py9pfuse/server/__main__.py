@@ -2,7 +2,8 @@
 
 With --authid/--authdom/--keyfile it requires p9any/p9sk1 (the key file holds the
 server's password). With --authserver SOCKET2 --users FILE it also runs an auth
-server, whose users file has one "name password" per line.
+server, whose users file has one "name password" per line. With --fault KIND, reads of
+an extra file `fault` are answered wrongly on purpose (server/faults.py).
 """
 
 import argparse
@@ -12,6 +13,7 @@ import trio
 
 from ..client.p9crypt import passtokey
 from . import demo_tree, serve_unix
+from .faults import KINDS, Faults
 from .p9auth import AuthConfig, AuthServer, serve_authserver
 
 
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--keyfile")
     ap.add_argument("--authserver", help="also serve an auth server on this unix socket")
     ap.add_argument("--users", help="the auth server's users: 'name password' lines")
+    ap.add_argument("--fault", choices=KINDS, help="answer reads of /fault wrongly this way")
     a = ap.parse_args()
     auth = None
     if a.authid:
@@ -44,7 +47,9 @@ def main() -> None:
                         name, _, pw = line.rstrip("\n").partition(" ")
                         keys[name] = passtokey(pw)
                 await n.start(serve_authserver, a.authserver, AuthServer(a.authdom, keys))
-            await serve_unix(a.socket, demo_tree(), auth=auth)
+            root = demo_tree()
+            faults = Faults(a.fault, root) if a.fault else None
+            await serve_unix(a.socket, root, auth=auth, faults=faults)
 
     try:
         trio.run(run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno as E
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -45,25 +46,33 @@ class Conn:
     fids: dict[int, FidState] = field(default_factory=dict)
     tasks: dict[int, trio.CancelScope] = field(default_factory=dict)  # tag -> its request
     nursery: trio.Nursery | None = None
+    send: Callable[[bytes], Awaitable[None]] | None = None  # whole frames, one at a time
+    stream: trio.abc.Stream | None = None
 
 
 class Server:
     """Serves root; with `auth`, every attach must carry an afid that passed p9sk1."""
 
-    def __init__(self, root: Node, log=None, auth: AuthConfig | None = None):
+    def __init__(self, root: Node, log=None, auth: AuthConfig | None = None, faults=None):
         self.root = root
         self.log = log
         self.auth_config = auth  # (self.auth is the Tauth handler)
+        self.faults = faults  # server/faults.py: answer some requests wrongly, on purpose
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         conn = Conn(self.root)
         framer = p.Framer(MSIZE)
         send_lock = trio.Lock()
 
+        async def send(data: bytes) -> None:
+            async with send_lock:
+                await stream.send_all(data)
+
+        conn.send, conn.stream = send, stream
+
         async def reply(msg: p.Message, tag: int) -> None:
             msg.tag = tag
-            async with send_lock:
-                await stream.send_all(p.encode(msg, p.P9_2000))
+            await conn.send(p.encode(msg, p.P9_2000))
 
         async with stream, trio.open_nursery() as nursery:
             conn.nursery = nursery
@@ -98,6 +107,7 @@ class Server:
 
     async def _run(self, conn: Conn, msg: p.Message, scope: trio.CancelScope, reply) -> None:
         with scope:
+            fault = self.faults is not None and self.faults.fires(conn, msg)
             try:
                 r = await getattr(self, msg.NAME[1:].lower())(conn, msg)
             except Refused as e:
@@ -105,7 +115,10 @@ class Server:
             except Exception as e:  # a bug here must not take the connection down
                 r = m.Rerror(f"internal error: {type(e).__name__}: {e}")
             try:
-                await reply(r, msg.tag)
+                if fault:
+                    await self.faults.answer(conn, msg, r)
+                else:
+                    await reply(r, msg.tag)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         conn.tasks.pop(msg.tag, None)
@@ -324,7 +337,7 @@ class Server:
         return m.Rwstat()
 
 
-async def serve_unix(path: str, root: Node, *, auth: AuthConfig | None = None,
+async def serve_unix(path: str, root: Node, *, auth: AuthConfig | None = None, faults=None,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve root on a unix socket at path (made private: mode 0600) until cancelled."""
     if os.path.exists(path):
@@ -336,7 +349,7 @@ async def serve_unix(path: str, root: Node, *, auth: AuthConfig | None = None,
     listener = trio.SocketListener(sock)
     task_status.started(path)
     try:
-        await trio.serve_listeners(Server(root, auth=auth).handle, [listener])
+        await trio.serve_listeners(Server(root, auth=auth, faults=faults).handle, [listener])
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()
