@@ -138,6 +138,9 @@ async def serve(address: str, mountpoint: str, opts: MountOptions, ready: Callab
                 cfg = Config(**opts.config, trace_fuse=opts.debug, log=log,
                              mountpoint=mountpoint)
                 ops = P9Operations(session, fs, root_attr, cfg)
+                # the counts signal may come as soon as the mount shows, before its
+                # receiver is set up below: it must not kill us meanwhile
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
                 try:
                     pyfuse3.init(ops, mountpoint, opts.fuse)
                 except RuntimeError:

@@ -7,7 +7,7 @@ lookup count says when the inode, and with it the fid, can go (forget).
 from __future__ import annotations
 
 import errno as E
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyfuse3
 
@@ -28,12 +28,20 @@ class Inode:
     lookups: int = 0
     attr: Attr | None = None
     cache_key: tuple | None = None  # what the page cache holds: (version, mtime, size)
+    seen: int = 0  # the table's clock when attr was last known to be current
+    readaheads: list = field(default_factory=list)  # of its open handles: dropped on change
 
 
 class InodeTable:
     def __init__(self, root_fid: Fid, root_attr: Attr):
         self.root = Inode(ROOT, root_fid.qid, ROOT, "", root_fid, 1, root_attr)
         self.inodes: dict[int, Inode] = {ROOT: self.root}
+        self.clock = 0  # counts attribute updates: which of two is the newer
+
+    def touch(self, node: Inode) -> None:
+        """node.attr is current now (just read from the server, or changed by us)."""
+        self.clock += 1
+        node.seen = self.clock
 
     def ino_for(self, qid: Qid) -> int:
         """qid.path shifted by 2, so that no file takes FUSE's 0 or the root's 1."""
@@ -48,17 +56,22 @@ class InodeTable:
         except KeyError:
             raise pyfuse3.FUSEError(E.ESTALE) from None
 
-    def remember(self, attr: Attr, parent: int, name: str) -> tuple[Inode, bool]:
-        """The inode for attr's file, made if new; counts one lookup. (inode, was it new)."""
+    def remember(self, attr: Attr, parent: int, name: str,
+                 seen: int | None = None) -> tuple[Inode, bool]:
+        """The inode for attr's file, made if new; counts one lookup. (inode, was it new)
+        seen: the clock when attr was read, if before now (a listing read at opendir):
+        attributes known to be newer are kept, as a write since then made them."""
         ino = self.ino_for(attr.qid)
         node = self.inodes.get(ino)
         new = node is None
         if new:
             node = self.inodes[ino] = Inode(ino, attr.qid, parent, name)
-        elif ino != ROOT:
-            node.parent, node.name = parent, name
-        node.qid = attr.qid
-        node.attr = attr
+        if seen is None or node.seen <= seen:  # else a rename or write since is newer
+            if ino != ROOT:
+                node.parent, node.name = parent, name
+            node.qid = attr.qid
+            node.attr = attr
+            self.touch(node)
         node.lookups += 1
         return node, new
 

@@ -57,6 +57,7 @@ class Handle:
 class DirHandle:
     node: Inode
     entries: list = field(default_factory=list)  # (name, Attr, walked Fid or None)
+    seen: int = 0  # the inode table's clock when the listing was read
 
 
 def fuse_errors(method):
@@ -166,9 +167,16 @@ class P9Operations(pyfuse3.Operations):
         if node.fid is not None and self.s.is_stale(node.fid):
             stale, node.fid = node.fid, None  # lost with its connection: walk again
             await self.s.clunk(stale)
-        if node.fid is None:
+        while node.fid is None:
+            where = node.parent, node.name
             parent = self.table.get(node.parent)
-            node.fid = await self.s.walk(await self._fid(parent), [node.name])
+            fid = await self.s.walk(await self._fid(parent), [node.name])
+            if node.fid is not None or (node.parent, node.name) != where:
+                # another request walked it meanwhile (keep one), or it was renamed
+                # under the walk (diod's fids follow paths: walk the new name)
+                await self.s.clunk(fid)
+            else:
+                node.fid = fid
         return node.fid
 
     def _add_handle(self, h) -> int:
@@ -186,12 +194,28 @@ class P9Operations(pyfuse3.Operations):
         except BaseException:
             await self.s.clunk(fid)
             raise
+        was = self._where(self.table.inodes.get(self.table.ino_for(attr.qid)))
         node, _ = self.table.remember(attr, parent.ino, name)
+        await self._keep_fid(node, fid, was)
+        return node
+
+    @staticmethod
+    def _where(node: Inode | None) -> tuple | None:
+        return None if node is None else (node.parent, node.name, node.attr and
+                                          S.S_IFMT(node.attr.mode))
+
+    async def _keep_fid(self, node: Inode, fid: Fid, was: tuple | None) -> None:
+        """fid was just walked to node's name: keep one walked fid per inode. If the
+        inode was known under another name or type, its qid.path is being reused by a
+        new file (diod on ext4 hands out a freed inode number at once) or the file was
+        moved: the old fid may name the old file, so the new one replaces it."""
         if node.fid is None:
             node.fid = fid
+        elif was is not None and was != self._where(node):
+            old, node.fid = node.fid, fid
+            await self.s.clunk(old)
         else:
             await self.s.clunk(fid)
-        return node
 
     # --- names
 
@@ -229,6 +253,7 @@ class P9Operations(pyfuse3.Operations):
         """Tstat (9P2000/.u) or Tgetattr (.L) on the inode's walked fid."""
         node = self.table.get(inode)
         node.attr = await self.fs.getattr(await self._fid(node))
+        self.table.touch(node)
         return self._entry(node)
 
     @fuse_errors
@@ -252,6 +277,7 @@ class P9Operations(pyfuse3.Operations):
         fid = await self._fid(node)
         await self.fs.setattr(fid, ch)
         node.attr = await self.fs.getattr(fid)
+        self._changed(node)
         return self._entry(node)
 
     @fuse_errors
@@ -279,6 +305,7 @@ class P9Operations(pyfuse3.Operations):
         if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
                 and self.nursery is not None and self.config.readahead):
             h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery, a.size)
+            node.readaheads.append(h.ra)
         h.flags, h.direct = flags, fi.direct_io
         fi.fh = self._add_handle(h)
         # keep cached pages only if the file is unchanged since they were read
@@ -347,8 +374,10 @@ class P9Operations(pyfuse3.Operations):
                 else:
                     h.fid = fid
                     if h.ra is not None:
+                        h.node.readaheads.remove(h.ra)
                         h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery,
                                          h.ra.size)
+                        h.node.readaheads.append(h.ra)
                     return fid
             self._log(f"{self._path(h.node) or h.node.name}: {h.lost}")
         raise P9Error(E.EIO, h.lost)
@@ -366,6 +395,7 @@ class P9Operations(pyfuse3.Operations):
                                       lambda: self.fs.open(fid, flags))
             # fresh attributes decide between the page cache and direct I/O
             node.attr = await self.fs.getattr(fid)
+            self.table.touch(node)
         except BaseException:
             await self.s.clunk(fid)
             raise
@@ -433,15 +463,27 @@ class P9Operations(pyfuse3.Operations):
         fid = await self._open_fid(h)
         if h.append and not (h.node.attr and h.node.attr.volatile):
             off = (await self.fs.getattr(fid)).size  # O_APPEND: at the server's end
-        if h.ra is not None:
-            h.ra.reset(-1)  # what was read ahead may be what this write changes
+        # an append larger than one Twrite goes one Twrite at a time: a server that
+        # opened with O_APPEND (diod) appends each where it lands, so in order of arrival
+        window = 1 if h.append else None
         if h.direct:  # its writer is waiting: a command that blocks must end on a signal
-            n = await self._interruptible(h.node, h.opener, lambda: self.s.write(fid, off, buf))
+            n = await self._interruptible(
+                h.node, h.opener, lambda: self.s.write(fid, off, buf, window=window))
         else:
-            n = await self.s.write(fid, off, buf)
+            n = await self.s.write(fid, off, buf, window=window)
         if h.node.attr and off + n > h.node.attr.size:
             h.node.attr.size = off + n
+        self._changed(h.node)
         return n
+
+    def _changed(self, node: Inode) -> None:
+        """We changed node (a write, a truncate): its attributes are the newest, and
+        what any of its handles read ahead may be old bytes, or a false end of file."""
+        self.table.touch(node)
+        for ra in node.readaheads:
+            ra.reset(-1)
+            if node.attr is not None:
+                ra.size = node.attr.size
 
     @fuse_errors
     async def flush(self, fh):
@@ -452,6 +494,7 @@ class P9Operations(pyfuse3.Operations):
         """Tclunk the open fid."""
         h = self.handles.pop(fh)
         if h.ra is not None:
+            h.node.readaheads.remove(h.ra)
             await h.ra.close()
         await self.s.clunk(h.fid)
 
@@ -469,7 +512,7 @@ class P9Operations(pyfuse3.Operations):
         listing has no attributes, each entry is walked and Tgetattr'd, many in flight."""
         node = self.table.get(inode)
         listing = await self.fs.readdir(await self._fid(node))
-        h = DirHandle(node)
+        h = DirHandle(node, seen=self.table.clock)
         parent = self.table.get(node.parent)
         h.entries = [(".", node.attr, None), ("..", parent.attr or node.attr, None)]
         missing = [i for i, e in enumerate(listing) if e.attr is None]
@@ -518,18 +561,24 @@ class P9Operations(pyfuse3.Operations):
                 if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(node), i + 1):
                     return
                 continue
-            # the listing's attributes are the freshest we have (a rename changes ctime)
-            probe = Inode(self.table.ino_for(attr.qid), attr.qid, h.node.ino, name, None, 0,
-                          attr)
+            # the listing's attributes, unless a write or setattr since it was read made
+            # newer ones (the kernel takes what it is given here as current)
+            ino = self.table.ino_for(attr.qid)
+            known = self.table.inodes.get(ino)
+            if known is not None and known.attr is not None and known.seen > h.seen:
+                attr = known.attr
+            probe = Inode(ino, attr.qid, h.node.ino, name, None, 0, attr)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._entry(probe), i + 1):
                 return
-            node, _ = self.table.remember(attr, h.node.ino, name)
+            was = self._where(known)
+            newer = known is not None and known.seen > h.seen  # renamed or written since
+            node, _ = self.table.remember(attr, h.node.ino, name, seen=h.seen)
             if fid is not None:
                 h.entries[i] = (name, attr, None)
-                if node.fid is None:
-                    node.fid = fid
-                else:
+                if newer:  # walked by a name it may no longer have
                     await self.s.clunk(fid)
+                else:
+                    await self._keep_fid(node, fid, was)
 
     @fuse_errors
     async def releasedir(self, fh):
@@ -585,6 +634,7 @@ class P9Operations(pyfuse3.Operations):
         node = self.table.inodes.get(self.table.ino_for(qid))
         if node is not None and node.ino != ROOT:
             node.parent, node.name = new.ino, name_new
+            self.table.touch(node)  # newer than any listing read before the rename
             stale, node.fid = node.fid, None
             if stale is not None:
                 await self.s.clunk(stale)
