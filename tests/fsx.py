@@ -58,6 +58,8 @@ WEIGHTS = {  # op: weight
 # py9pfuse bugs that fsx and load.py found (reproducers: test_fsx.py). fsx's
 # --avoid-known-bugs skirts "stale read-ahead" and "O_APPEND reordered"; load.py's skirts
 # "qid.path reused" and "stale listing attributes" (and it never appends more than 16 KiB).
+# py9pfuse bugs this checker found, all fixed since; --avoid-known-bugs still steers
+# clear of them, to compare runs with and without
 KNOWN_BUGS = {
     "stale read-ahead": "a handle's read-ahead (fs/readahead.py) is dropped only by a write"
     " through that same handle: after an ftruncate (even through it), or a write or append"

@@ -1,8 +1,8 @@
 """Short runs of the fsx data-integrity test (tests/fsx.py) and of the load test
 (tests/load.py), in-process, and the py9pfuse bugs they found, each as a small
-reproducer marked xfail until fixed. The long runs are the scripts themselves:
-    python tests/fsx.py --ops 100000 --seed 1 --server diod --avoid-known-bugs
-    python tests/load.py --procs 16 --seconds 300 --server diod [--avoid-known-bugs]
+reproducer (each failed before its fix). The long runs are the scripts themselves:
+    python tests/fsx.py --ops 100000 --seed 1 --server diod
+    python tests/load.py --procs 16 --seconds 300 --server diod
 """
 
 from __future__ import annotations
@@ -37,12 +37,6 @@ def skip_unavailable():
         pytest.skip(f"peer {e}")
 
 
-def bug(*names: str, raises: type = AssertionError):
-    """xfail for the py9pfuse bugs named in fsx.KNOWN_BUGS, until they are fixed."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason="py9pfuse bug: "
-                             + "; ".join(fsx.KNOWN_BUGS[n] for n in names))
-
-
 def fsx_run(name: str, **kw) -> fsx.Report:
     with skip_unavailable():
         rep = fsx.run(server=name, out=lambda s: None, **kw)
@@ -55,8 +49,8 @@ def fsx_run(name: str, **kw) -> fsx.Report:
 @pytest.mark.parametrize("name,seed", [("diod", 11), ("bundled", 12)])
 def test_fsx_short_run(name, seed):
     """1500 random operations checked against the model; fids back at baseline after
-    the kernel forgets; diod holds none of ours at unmount. Clear of the known bugs."""
-    rep = fsx_run(name, ops=1500, seed=seed, avoid_known_bugs=True)
+    the kernel forgets; diod holds none of ours at unmount."""
+    rep = fsx_run(name, ops=1500, seed=seed)
     assert rep.failures == [], rep.failures[0]
     assert rep.problems == []
     assert rep.ops == 1500
@@ -64,15 +58,6 @@ def test_fsx_short_run(name, seed):
     assert end["fids"] <= rep.counts["baseline"]["fids"] + 2 and end["in_flight"] == 0
     if name == "diod":
         assert rep.unclunked == []
-
-
-@pytest.mark.parametrize("name", ["diod", "bundled"])
-def test_fsx_short_run_with_every_operation(name):
-    """The same, with writes and appends through a second fd while the first stays
-    open, and ftruncate of an open fd (seed 1 fails at op 48 on both servers: a read
-    after another fd's append sees a false end of file)."""
-    rep = fsx_run(name, ops=1500, seed=1)
-    assert rep.ok, rep.failures[:1]
 
 
 # --- the bugs fsx found, as small reproducers
@@ -275,10 +260,10 @@ def test_concurrent_opens_leak_no_fid(name):
 
 def test_load_short_run():
     """16 processes for 15 s on diod: no error, and after the kernel forgets its inodes
-    the fids are back near baseline, with nothing in flight. Clear of the known bugs
-    (export on tmpfs, no listing of the shared directory: see load.py)."""
+    the fids are back near baseline, with nothing in flight (diod's export on the
+    disk, which reuses inode numbers at once)."""
     with skip_unavailable():
-        rep = load.run(16, 15, "diod", every=3, out=lambda s: None, avoid_known_bugs=True)
+        rep = load.run(16, 15, "diod", every=3, out=lambda s: None)
     print(rep.summary())
     assert rep.errors == 0, rep.error_lines
     assert rep.ops > 0 and len(rep.samples) >= 3
@@ -287,13 +272,3 @@ def test_load_short_run():
     assert end["in_flight"] == 0 and end["handles"] == 0
     assert rep.unclunked == []
     assert rep.ok, rep.problems
-
-
-@bug("qid.path reused", "stale listing attributes")
-def test_load_short_run_with_every_operation():
-    """The same with diod's export on ext4 and listings of the shared directory: files
-    just made fail with ENOENT, and sizes go back after another worker's listing."""
-    with skip_unavailable():
-        rep = load.run(16, 15, "diod", every=3, out=lambda s: None)
-    print(rep.summary())
-    assert rep.errors == 0, rep.error_lines[:5]

@@ -16,6 +16,8 @@ from ..proto import Qid
 
 ROOT = pyfuse3.ROOT_INODE
 _MASK = (1 << 64) - 1
+_FRESH = 1 << 63  # numbers for reused qid.paths count up from here
+_KIND = 0x80 | 0x02  # QTDIR, QTSYMLINK: a qid.path now of another kind is another file
 
 
 @dataclass(slots=True)
@@ -29,6 +31,7 @@ class Inode:
     attr: Attr | None = None
     cache_key: tuple | None = None  # what the page cache holds: (version, mtime, size)
     seen: int = 0  # the table's clock when attr was last known to be current
+    removed: bool = False  # we removed its last name: its qid.path may come back reused
     readaheads: list = field(default_factory=list)  # of its open handles: dropped on change
 
 
@@ -36,6 +39,9 @@ class InodeTable:
     def __init__(self, root_fid: Fid, root_attr: Attr):
         self.root = Inode(ROOT, root_fid.qid, ROOT, "", root_fid, 1, root_attr)
         self.inodes: dict[int, Inode] = {ROOT: self.root}
+        self.names: dict[tuple[int, str], int] = {}  # (parent, name) -> ino, as last seen
+        self.reused: dict[int, int] = {}  # qid.path -> ino, for a qid.path given anew
+        self._fresh = _FRESH
         self.clock = 0  # counts attribute updates: which of two is the newer
 
     def touch(self, node: Inode) -> None:
@@ -47,8 +53,24 @@ class InodeTable:
         """qid.path shifted by 2, so that no file takes FUSE's 0 or the root's 1."""
         if qid.path == self.root.qid.path:
             return ROOT
+        if (ino := self.reused.get(qid.path)) is not None:
+            return ino
         ino = (qid.path + 2) & _MASK
         return ino if ino > ROOT else ino + 2
+
+    def place(self, qid: Qid, seen: int | None = None) -> int:
+        """The inode number for qid now. A file we removed, whose inode the kernel still
+        holds, may see its qid.path handed to a new file (ext4 reuses inode numbers at
+        once): the new file gets a number of its own, or the kernel would take it for
+        the dead one (a dead directory answers ENOENT, or ESTALE to a lookup). So does
+        a qid.path that comes back as another kind of file (a removal we did not see)."""
+        ino = self.ino_for(qid)
+        node = self.inodes.get(ino)
+        if node is not None and ((node.removed and (seen is None or node.seen <= seen))
+                                 or (node.qid.type ^ qid.type) & _KIND):
+            self._fresh += 1
+            ino = self.reused[qid.path] = self._fresh
+        return ino
 
     def get(self, ino: int) -> Inode:
         try:
@@ -61,19 +83,33 @@ class InodeTable:
         """The inode for attr's file, made if new; counts one lookup. (inode, was it new)
         seen: the clock when attr was read, if before now (a listing read at opendir):
         attributes known to be newer are kept, as a write since then made them."""
-        ino = self.ino_for(attr.qid)
+        ino = self.place(attr.qid, seen)
         node = self.inodes.get(ino)
         new = node is None
         if new:
             node = self.inodes[ino] = Inode(ino, attr.qid, parent, name)
         if seen is None or node.seen <= seen:  # else a rename or write since is newer
             if ino != ROOT:
-                node.parent, node.name = parent, name
+                self.rename(node, parent, name)
             node.qid = attr.qid
             node.attr = attr
             self.touch(node)
         node.lookups += 1
         return node, new
+
+    def rename(self, node: Inode, parent: int, name: str) -> None:
+        if self.names.get((node.parent, node.name)) == node.ino:
+            del self.names[(node.parent, node.name)]
+        node.parent, node.name = parent, name
+        self.names[(parent, name)] = node.ino
+
+    def removed(self, parent: int, name: str, is_dir: bool) -> None:
+        """parent/name was removed by us: if that was its last name, it is dead."""
+        ino = self.names.pop((parent, name), None)
+        node = self.inodes.get(ino) if ino is not None else None
+        if node is not None and (is_dir or node.attr is None or node.attr.nlink <= 1):
+            node.removed = True
+            self.touch(node)  # a listing read before this still shows the dead file
 
     def forget(self, ino: int, n: int) -> Inode | None:
         """Drop n lookups; the inode if it is now gone (its fid is the caller's to clunk)."""
@@ -84,4 +120,8 @@ class InodeTable:
         if node.lookups > 0:
             return None
         del self.inodes[ino]
+        if self.reused.get(node.qid.path) == ino:
+            del self.reused[node.qid.path]
+        if self.names.get((node.parent, node.name)) == ino:
+            del self.names[(node.parent, node.name)]
         return node

@@ -563,7 +563,7 @@ class P9Operations(pyfuse3.Operations):
                 continue
             # the listing's attributes, unless a write or setattr since it was read made
             # newer ones (the kernel takes what it is given here as current)
-            ino = self.table.ino_for(attr.qid)
+            ino = self.table.place(attr.qid, h.seen)
             known = self.table.inodes.get(ino)
             if known is not None and known.attr is not None and known.seen > h.seen:
                 attr = known.attr
@@ -604,6 +604,7 @@ class P9Operations(pyfuse3.Operations):
     async def _remove(self, parent_inode, name, is_dir: bool) -> None:
         parent = self.table.get(parent_inode)
         await self.fs.unlink(await self._fid(parent), os.fsdecode(name), is_dir)
+        self.table.removed(parent.ino, os.fsdecode(name), is_dir)
 
     @fuse_errors
     async def rmdir(self, parent_inode, name, ctx):
@@ -633,7 +634,8 @@ class P9Operations(pyfuse3.Operations):
             await self.s.clunk(fid)
         node = self.table.inodes.get(self.table.ino_for(qid))
         if node is not None and node.ino != ROOT:
-            node.parent, node.name = new.ino, name_new
+            self.table.removed(new.ino, name_new, False)  # what the rename replaced
+            self.table.rename(node, new.ino, name_new)
             self.table.touch(node)  # newer than any listing read before the rename
             stale, node.fid = node.fid, None
             if stale is not None:
