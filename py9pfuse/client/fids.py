@@ -53,6 +53,10 @@ class FidPool:
         self._gen.pop(n, None)
         heapq.heappush(self._free, n)
 
+    def owns(self, n: int) -> bool:
+        """n was handed out by this pool and not yet taken back."""
+        return n in self._gen
+
     def gen_of(self, n: int) -> int:
         """The connection fid n was allocated on (numbers not ours, like NOFID: now)."""
         return self._gen.get(n, self.gen)

@@ -42,11 +42,13 @@ MAX_TAG = NOTAG - 1  # NOTAG itself is Tversion's
 class _Pending:
     """A request on the wire, waiting for the reply with its tag."""
 
-    __slots__ = ("msg", "done", "reply", "error", "gen")
+    __slots__ = ("msg", "done", "reply", "error", "gen", "flushes", "retired")
 
     def __init__(self, msg: Message, gen: int = 0):
         self.msg = msg
         self.gen = gen  # the connection it went out on: its tag means nothing on another
+        self.flushes: _Pending | None = None  # a Tflush given up on: the request it names
+        self.retired = False  # given up on with no Tflush sent: its reply ends it
         self.done = trio.Event()
         self.reply: Message | None = None
         self.error: Exception | None = None
@@ -91,6 +93,8 @@ class Session:
         self.root: Fid | None = None
         self.uname: str | None = None
         self.secret_fids: set[int] = set()  # afids: their data is redacted in the trace
+        self._in_doubt: set[int] = set()  # fid numbers being clunked again (_settle)
+        self._left_to_settle: set[int] = set()  # of requests given up on after sending
         self.stats = {"requests": 0, "flushes": 0, "late_replies": 0, "stray_replies": 0,
                       "quarantined_tags": 0}
         self._framer = Framer(msize)
@@ -150,6 +154,9 @@ class Session:
             self.stats["stray_replies"] += 1
             self.log(f"{self.address}: ignored a reply (type {type_}) with unknown tag {tag}")
             return
+        if p.flushes is not None:  # a Tflush we stopped waiting for: its Rflush at last
+            self._retire_done(p)
+            return
         try:
             reply = decode(frame, self.dialect)
         except ProtocolError as e:
@@ -164,7 +171,18 @@ class Session:
         if p.error:  # the caller only sees EIO: the log says what the server did
             self.log(str(p.error))
         p.done.set()
+        if p.retired:  # the server is done with it at last
+            self._done_with(p)
+            self._settle_for(p)
 
+    def _retire_done(self, flush: _Pending) -> None:
+        """The Rflush for a request whose tag was retired came: the server is done with
+        both tags (flush(5)), and a Twalk it did after all is undone."""
+        old = flush.flushes
+        self._pending.pop(old.msg.tag, None)
+        self._done_with(flush)
+        self._done_with(old)
+        self._settle_for(old)
     def _fail(self, err: ConnectionLost) -> None:
         """The connection is gone: say so once, and wake every waiter with the error."""
         if self._broken is None:
@@ -192,11 +210,12 @@ class Session:
     async def _alloc_tag(self) -> int:
         # every one of the 65535 tags can be in use (a forget of 100,000 inodes clunks at
         # once): each freed tag wakes one waiter, not all of them
-        while not self._free_tags:
-            if self._broken:
+        while True:
+            if self._broken:  # even if a failing request just freed one
                 raise self._broken
+            if self._free_tags:
+                return self._free_tags.pop()
             await self._tag_waiters.park()
-        return self._free_tags.pop()
 
     def _free_tag(self, tag: int) -> None:
         self._free_tags.append(tag)
@@ -380,7 +399,12 @@ class Session:
         """
         if timeout is _DEFAULT:
             timeout = self.op_timeout
-        p = await self._start(msg)
+        try:
+            with trio.fail_after(timeout) if timeout else nullcontext():
+                p = await self._start(msg)  # may wait for a tag: every one may be in use
+        except trio.TooSlowError:
+            raise NotSent(E.ETIMEDOUT, f"{self.address}: no tag free for {msg.NAME} within"
+                                       f" {timeout:g} s") from None
         try:
             with trio.fail_after(timeout) if timeout else nullcontext():
                 await p.done.wait()
@@ -401,10 +425,11 @@ class Session:
             raise p.error
         r = p.reply
         if r.NAME == "Rlerror":
-            raise ServerError(r.ecode, os.strerror(r.ecode), p.msg.NAME)
+            n = _errno(r.ecode)
+            raise ServerError(n, os.strerror(n), p.msg.NAME)
         if r.NAME == "Rerror":
             if self.dialect == P9_2000_L:  # nfs-ganesha's type-107 errno
-                n = r.errno or E.EIO
+                n = _errno(r.errno or E.EIO)
                 raise ServerError(n, os.strerror(n), p.msg.NAME)
             n = errno_for(r.ename, None)
             if n is None:  # prefer the words; a .u number only when they say nothing known
@@ -414,12 +439,15 @@ class Session:
 
     async def _abandon(self, p: _Pending) -> None:
         """The caller gave up on p: flush it (flush(5)) and honour a reply that won."""
+        if (n := _fid_decided(p.msg)) is not None and self.fids.owns(n):
+            self._left_to_settle.add(n)  # the caller leaves n to _settle_for
         tag = p.msg.tag
         answered = p.done.is_set()
         with trio.CancelScope(shield=True):
             stale = p.gen != self.gen  # sent on a connection since replaced: nothing to flush
             if not answered and not self._broken and not stale:
                 self.stats["flushes"] += 1
+                f = None
                 with trio.move_on_after(self.flush_timeout):
                     try:
                         f = await self._start(m.Tflush(tag))
@@ -428,27 +456,45 @@ class Session:
                         answered = f.reply is not None  # Rflush: the server is done with tag
                     except P9Error:
                         pass
+                if not answered and f is not None and not f.done.is_set() \
+                        and not self._broken:
+                    # no Rflush yet: flush(5) forbids reusing tag until it comes, even if
+                    # the reply did; both tags are retired until then (_retire_done)
+                    f.flushes = p
+                    self.stats["quarantined_tags"] += 1
+                    self.log(f"{self.address}: no Rflush for tag {tag}; tag retired")
+                    return
             if not answered and not p.done.is_set() and not self._broken and not stale:
-                # no Rflush: the server may still answer, so the tag must never be reused
+                # the Tflush could not even be sent: the server may still answer
+                p.retired = True
                 self.stats["quarantined_tags"] += 1
                 self.log(f"{self.address}: no Rflush for tag {tag}; tag retired")
                 return
-            if p.gen == self.gen:
-                self._pending.pop(tag, None)
+            if stale or self._broken:
+                return
+            self._pending.pop(tag, None)
             self._done_with(p)
-            if p.reply is not None and p.reply.NAME not in ("Rerror", "Rlerror"):
+            if p.reply is not None and p.error is None and \
+                    p.reply.NAME not in ("Rerror", "Rlerror"):
                 self.stats["late_replies"] += 1
-                await self._undo(p.msg, p.reply)
+            self._settle_for(p)
 
-    async def _undo(self, msg: Message, reply: Message) -> None:
-        """A request we flushed succeeded anyway: release what it allocated on the server."""
-        if msg.NAME == "Twalk" and msg.newfid != msg.fid and len(reply.wqids) == len(msg.wnames):
-            # the walker releases the number itself; the server must forget it first
-            with trio.move_on_after(self.flush_timeout):
-                try:
-                    await self.rpc(m.Tclunk(msg.newfid))
-                except P9Error:
-                    pass
+    def _settle_for(self, p: _Pending) -> None:
+        """The server is done with a request we gave up on (Rflush, or its reply): what
+        it did to fids is now known, or can be made known. The caller left the fid
+        numbers of a given-up Twalk, Tclunk or Tremove to this."""
+        msg, r = p.msg, (p.reply if p.error is None else None)
+        done = r is not None and r.NAME not in ("Rerror", "Rlerror")
+        if msg.NAME == "Twalk" and msg.newfid != msg.fid and self.fids.owns(msg.newfid):
+            if r is not None and not (done and len(r.wqids) == len(msg.wnames)):
+                self.fids.release(msg.newfid)  # refused, or partial: no newfid (walk(5))
+            else:
+                self._settle(msg.newfid)  # made after all, or unknown: clunk it
+        elif msg.NAME in ("Tclunk", "Tremove") and self.fids.owns(msg.fid):
+            if r is not None:
+                self.fids.release(msg.fid)  # answered, either way the fid is gone
+            else:
+                self._settle(msg.fid)  # flushed before it was done: clunk it again
 
     # --- fids
 
@@ -520,7 +566,8 @@ class Session:
                 try:
                     r = await self.rpc(m.Twalk(cur.num, num, chunk))
                 except BaseException:
-                    self.fids.release(num)  # a flushed walk that won was clunked by _undo
+                    if not self._settles(num):
+                        self.fids.release(num)
                     raise
                 if len(r.wqids) < len(chunk):
                     self.fids.release(num)
@@ -544,22 +591,60 @@ class Session:
         if self.is_stale(fid):  # its server forgot it with the connection
             self.fids.release(fid.num)
             return
+        doubt = False
         try:
             with trio.CancelScope(shield=shield):
                 await self.rpc(m.Tclunk(fid.num))
-        except P9Error:
-            pass
+        except BaseException as e:
+            doubt = self._settles(fid.num)  # given up on: _settle_for decides
+            if isinstance(e, NotSent):  # every tag busy: the server holds it for sure
+                doubt = True
+                self._settle(fid.num)
+            elif not isinstance(e, P9Error):
+                raise
         finally:
-            if not self._broken:
+            if not doubt and not self._broken:  # (in doubt: _settle_for decides)
                 self.fids.release(fid.num)
 
     async def remove(self, fid: Fid) -> None:
         """Tremove; the fid is clunked even when the remove fails (remove(5))."""
+        doubt = False
         try:
             await self.rpc(m.Tremove(fid.num))
+        except BaseException as e:
+            doubt = self._settles(fid.num)  # as for clunk
+            if isinstance(e, NotSent):
+                doubt = True
+                self._settle(fid.num)
+            raise
         finally:
-            if not self._broken:
+            if not doubt and not self._broken:  # (in doubt: _settle_for decides)
                 self.fids.release(fid.num)
+
+    def _settles(self, num: int) -> bool:
+        """Was the request about fid `num` given up on after it was sent? Then its
+        number is _settle_for's to free (once the server is done), not the caller's."""
+        if num in self._left_to_settle:
+            self._left_to_settle.discard(num)
+            return True
+        return False
+
+    def _settle(self, num: int) -> None:
+        """A request that would have freed or made fid `num` was flushed unanswered, so
+        the server may hold it or not: clunk it again in the background, and give the
+        number out again only once the server has answered (either way, it is gone)."""
+        if self._broken or self._nursery is None:
+            return
+        self._in_doubt.add(num)
+        self._nursery.start_soon(self._reclunk, num, self.gen)
+
+    async def _reclunk(self, num: int, gen: int) -> None:
+        # no deadline but the session's: a server that never answers keeps the number
+        with contextlib.suppress(P9Error):
+            await self.rpc(m.Tclunk(num), timeout=None)
+        if gen == self.gen and not self._broken and num in self._in_doubt:
+            self._in_doubt.discard(num)
+            self.fids.release(num)
 
     # --- data
 
@@ -573,7 +658,8 @@ class Session:
         several Treads in flight and stop at the first short one (end of file)."""
         unit = self.iounit(fid)
         if count <= unit:
-            return (await self.rpc(m.Tread(fid.num, offset, count), timeout=timeout)).data
+            return self._at_most((await self.rpc(m.Tread(fid.num, offset, count),
+                                                 timeout=timeout)).data, count)
         n = math.ceil(count / unit)
         parts: list[bytes | None] = [None] * n
         short = [n]  # index of the first short piece seen so far
@@ -581,7 +667,7 @@ class Session:
         async def piece(i: int) -> None:
             want = min(unit, count - i * unit)
             r = await self.rpc(m.Tread(fid.num, offset + i * unit, want), timeout=timeout)
-            parts[i] = r.data
+            parts[i] = self._at_most(r.data, want)
             if len(r.data) < want:
                 short[0] = min(short[0], i)
 
@@ -591,6 +677,12 @@ class Session:
             out.append(parts[i])
         return b"".join(out)
 
+    def _at_most(self, data: bytes, count: int) -> bytes:
+        if len(data) > count:  # as Linux: "bogus RREAD count"; never more than asked
+            self.log(f"{self.address}: Rread of {len(data)} bytes for {count}; cut")
+            return data[:count]
+        return data
+
     async def write(self, fid: Fid, offset: int, data: bytes, *, window: int | None = None,
                     timeout: float | None | object = _DEFAULT) -> int:
         """Write data at offset; returns the bytes the server took. Within one iounit this
@@ -599,7 +691,8 @@ class Session:
         short one."""
         unit = self.iounit(fid)
         if len(data) <= unit:
-            return (await self.rpc(m.Twrite(fid.num, offset, bytes(data)), timeout=timeout)).count
+            n = (await self.rpc(m.Twrite(fid.num, offset, bytes(data)), timeout=timeout)).count
+            return min(n, len(data))  # a count over what was sent means nothing more
         n = math.ceil(len(data) / unit)
         counts = [0] * n
         view = memoryview(data)
@@ -637,11 +730,13 @@ class Session:
                     nursery.start_soon(run, i)
         except BaseExceptionGroup as eg:
             # the pieces fail alike (an Rerror, a lost connection): the caller gets the
-            # first as it was raised, an OSError with its errno, not a group
-            first = eg
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            if isinstance(first, OSError):
+            # first OSError as it was raised, not a group (a piece's Cancelled with it
+            # belongs to a scope outside, which has already ended the caller's wait)
+            oserrors, _ = eg.split(OSError)
+            if oserrors is not None:
+                first = oserrors
+                while isinstance(first, BaseExceptionGroup):
+                    first = first.exceptions[0]
                 raise first from None
             raise
 
@@ -656,6 +751,22 @@ class Session:
         self._fail(ConnectionLost(self.address.text, "closed"))
         with trio.CancelScope(shield=True):
             await self.stream.aclose()
+
+
+def _errno(n: int) -> int:
+    """A server's errno as ours: one out of range (or absurd) is EIO."""
+    return n if 0 < n < 4096 else E.EIO
+
+
+class NotSent(P9Error):
+    """The request never left: no tag came free in time."""
+
+
+def _fid_decided(msg: Message) -> int | None:
+    """The fid whose fate a request decides: a Twalk's newfid, a Tclunk's or Tremove's fid."""
+    if msg.NAME == "Twalk" and msg.newfid != msg.fid:
+        return msg.newfid
+    return msg.fid if msg.NAME in ("Tclunk", "Tremove") else None
 
 
 _FID_FIELDS = ("fid", "newfid", "afid", "dfid", "dirfid", "olddirfid", "newdirfid")
