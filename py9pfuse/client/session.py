@@ -233,7 +233,7 @@ class Session:
             await self.wait_reconnected()
         if self._broken:
             raise self._broken
-        for name in _FID_FIELDS:
+        for name in _FID_FIELDS if self.gen else ():  # (stale only after a reconnect)
             if (n := getattr(msg, name, None)) is not None and self.fids.gen_of(n) != self.gen:
                 raise ConnectionLost(self.address.text, f"fid {n} was lost with the"
                                                         f" connection it belonged to")
@@ -400,8 +400,11 @@ class Session:
         if timeout is _DEFAULT:
             timeout = self.op_timeout
         try:
-            with trio.fail_after(timeout) if timeout else nullcontext():
-                p = await self._start(msg)  # may wait for a tag: every one may be in use
+            if self._free_tags and not self._reconnecting:
+                p = await self._start(msg)  # the common case: nothing to wait for
+            else:
+                with trio.fail_after(timeout) if timeout else nullcontext():
+                    p = await self._start(msg)  # may wait for a tag (all may be in use)
         except trio.TooSlowError:
             raise NotSent(E.ETIMEDOUT, f"{self.address}: no tag free for {msg.NAME} within"
                                        f" {timeout:g} s") from None

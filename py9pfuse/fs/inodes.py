@@ -7,7 +7,7 @@ lookup count says when the inode, and with it the fid, can go (forget).
 from __future__ import annotations
 
 import errno as E
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyfuse3
 
@@ -32,7 +32,7 @@ class Inode:
     cache_key: tuple | None = None  # what the page cache holds: (version, mtime, size)
     seen: int = 0  # the table's clock when attr was last known to be current
     removed: bool = False  # we removed its last name: its qid.path may come back reused
-    readaheads: list = field(default_factory=list)  # of its open handles: dropped on change
+    readaheads: list | None = None  # of its open handles: dropped on change
 
 
 class InodeTable:

@@ -49,7 +49,7 @@ class Handle:
     opener: int | None = None  # pid that opened it: a candidate caller when a read blocks
     ra: ReadAhead | None = None  # Treads ahead of a reader in order (ordinary files)
     flags: int = 0  # as opened, to open it again on a new connection
-    direct: bool = False  # direct I/O: the writer waits for our answer, not the page cache
+    watch: bool = False  # its writes may block by design: a signal must end them
     lost: str | None = None  # why it cannot be opened again: EIO on this handle only
 
 
@@ -305,8 +305,9 @@ class P9Operations(pyfuse3.Operations):
         if (not h.synthetic and S.S_ISREG(a.mode) and flags & os.O_ACCMODE != os.O_WRONLY
                 and self.nursery is not None and self.config.readahead):
             h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery, a.size)
-            node.readaheads.append(h.ra)
-        h.flags, h.direct = flags, fi.direct_io
+            node.readaheads = (node.readaheads or []) + [h.ra]
+        # direct I/O on a file we did not just make: its writer waits on the server
+        h.flags, h.watch = flags, fi.direct_io and not created
         fi.fh = self._add_handle(h)
         # keep cached pages only if the file is unchanged since they were read
         key = (a.qid.version, a.mtime_ns, a.size)
@@ -374,10 +375,11 @@ class P9Operations(pyfuse3.Operations):
                 else:
                     h.fid = fid
                     if h.ra is not None:
-                        h.node.readaheads.remove(h.ra)
+                        old_ra = h.ra
                         h.ra = ReadAhead(self.s, fid, self.config.readahead, self.nursery,
                                          h.ra.size)
-                        h.node.readaheads.append(h.ra)
+                        h.node.readaheads = [h.ra if r is old_ra else r
+                                             for r in h.node.readaheads]
                     return fid
             self._log(f"{self._path(h.node) or h.node.name}: {h.lost}")
         raise P9Error(E.EIO, h.lost)
@@ -427,7 +429,7 @@ class P9Operations(pyfuse3.Operations):
         h = self.handles[fh]
         fid = await self._open_fid(h)
         if h.ra is not None:
-            if h.direct:  # its reader waits on us, not on the page cache: may give up
+            if h.watch:  # its reader waits on us, not on the page cache: may give up
                 try:
                     return await self._interruptible(h.node, h.opener,
                                                      lambda: h.ra.read(off, size))
@@ -439,7 +441,7 @@ class P9Operations(pyfuse3.Operations):
             size = min(size, self.s.iounit(fid))
         # what may block by design (synthetic, uncached, not a regular file) has no
         # deadline but its caller's patience; an ordinary file's read has timeout=
-        timeout = None if h.synthetic or h.direct else self.s.op_timeout
+        timeout = None if h.synthetic or h.watch else self.s.op_timeout
         return await self._interruptible(
             h.node, h.opener, lambda: self.s.read(fid, off, size, timeout=timeout))
 
@@ -466,7 +468,7 @@ class P9Operations(pyfuse3.Operations):
         # an append larger than one Twrite goes one Twrite at a time: a server that
         # opened with O_APPEND (diod) appends each where it lands, so in order of arrival
         window = 1 if h.append else None
-        if h.direct:  # its writer is waiting: a command that blocks must end on a signal
+        if h.watch:  # a command that blocks must end on a signal
             n = await self._interruptible(
                 h.node, h.opener, lambda: self.s.write(fid, off, buf, window=window))
         else:
@@ -480,7 +482,7 @@ class P9Operations(pyfuse3.Operations):
         """We changed node (a write, a truncate): its attributes are the newest, and
         what any of its handles read ahead may be old bytes, or a false end of file."""
         self.table.touch(node)
-        for ra in node.readaheads:
+        for ra in node.readaheads or ():
             ra.reset(-1)
             if node.attr is not None:
                 ra.size = node.attr.size
@@ -494,7 +496,7 @@ class P9Operations(pyfuse3.Operations):
         """Tclunk the open fid."""
         h = self.handles.pop(fh)
         if h.ra is not None:
-            h.node.readaheads.remove(h.ra)
+            h.node.readaheads = [r for r in h.node.readaheads if r is not h.ra] or None
             await h.ra.close()
         await self.s.clunk(h.fid)
 
