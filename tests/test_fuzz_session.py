@@ -85,19 +85,8 @@ def test_campaign_finds_nothing(campaign, kind):
 # --- reproducers: a scripted server on an in-memory stream, under the autojump clock
 
 
-class Far:
-    def __init__(self, stream, dialect):
-        self.stream, self.dialect = stream, dialect
-        self.framer = p.Framer(1 << 20)
-
-    async def recv(self) -> p.Message:
-        while (frame := self.framer.next_frame()) is None:
-            self.framer.feed(await self.stream.receive_some(65536))
-        return p.decode(frame, self.dialect)
-
-    async def send(self, msg: p.Message, tag: int) -> None:
-        msg.tag = tag
-        await self.stream.send_all(p.encode(msg, self.dialect))
+# the far end of the stream: the scripted server of the session's unit tests
+from test_session_unit import Server as Far  # noqa: E402
 
 
 def spawn(nursery, fn, *args) -> None:

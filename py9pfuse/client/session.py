@@ -318,10 +318,6 @@ class Session:
                 self._fail(ConnectionLost(self.address.text, f"no reply from the server for"
                                                              f" {2 * self.keepalive:g} s"))
 
-    @property
-    def reconnecting(self) -> bool:
-        return self._reconnecting
-
     async def wait_reconnected(self) -> None:
         """During an outage (with reconnect): wait for the new connection, at most the
         redial's `wait` seconds, then fail as the connection did."""
@@ -339,45 +335,14 @@ class Session:
         again; then requests flow again, and every older fid is stale (gen)."""
         self._reconnector = trio.lowlevel.current_task()
         delay, said = 0.25, None
-        with trio.CancelScope(shield=True):
-            with contextlib.suppress(Exception):
-                await self.stream.aclose()
+        await self._close_stream(self.stream)
         while not self._closing:
             try:
-                stream, dialect, msize = await negotiate(self.address, version=self.dialect,
-                                                         msize=self.msize, trace=self.trace)
+                await self._redial_once()
             except OSError as e:
-                if str(e) != said:
+                if str(e) != said:  # a server down for an hour is said once, not 700 times
                     said = str(e)
                     self.log(f"{self.address}: reconnecting: {e}")
-                await trio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            old_root = self.root
-            self.stream, self.msize = stream, msize
-            self._framer = Framer(msize)
-            self._free_tags = list(range(MAX_TAG, -1, -1))
-            self._outbox, self._outbox_ready = [], trio.Event()
-            self.secret_fids.clear()
-            self.gen += 1
-            self.fids.gen = self.gen
-            if old_root is not None:
-                self.fids.release(old_root.num)
-            self._broken = None
-            self._last_heard = trio.current_time()
-            self._conn_scope = trio.CancelScope()
-            self._nursery.start_soon(self._connection_tasks, self._conn_scope)
-            try:
-                await self.attach(*self.redial.attach_args)
-            except OSError as e:
-                if str(e) != said:
-                    said = str(e)
-                    self.log(f"{self.address}: reconnecting: {e}")
-                self._broken = ConnectionLost(self.address.text, str(e))
-                self._conn_scope.cancel()
-                with trio.CancelScope(shield=True):
-                    with contextlib.suppress(Exception):
-                        await stream.aclose()
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -386,6 +351,37 @@ class Session:
         self._reconnecting = False
         self._reconnector = None
         self._reconnected.set()
+
+    async def _redial_once(self) -> None:
+        stream, _, msize = await negotiate(self.address, version=self.dialect,
+                                           msize=self.msize, trace=self.trace)
+        old_root = self.root
+        self.stream, self.msize = stream, msize
+        self._framer = Framer(msize)
+        self._free_tags = list(range(MAX_TAG, -1, -1))
+        self._outbox, self._outbox_ready = [], trio.Event()
+        self.secret_fids.clear()
+        self.gen += 1
+        self.fids.gen = self.gen
+        if old_root is not None:
+            self.fids.release(old_root.num)
+        self._broken = None
+        self._last_heard = trio.current_time()
+        self._conn_scope = trio.CancelScope()
+        self._nursery.start_soon(self._connection_tasks, self._conn_scope)
+        try:
+            await self.attach(*self.redial.attach_args)
+        except OSError as e:
+            self._broken = ConnectionLost(self.address.text, str(e))
+            self._conn_scope.cancel()
+            await self._close_stream(stream)
+            raise
+
+    @staticmethod
+    async def _close_stream(stream: trio.abc.Stream) -> None:
+        with trio.CancelScope(shield=True):
+            with contextlib.suppress(Exception):
+                await stream.aclose()
 
     def is_stale(self, fid: Fid) -> bool:
         """fid belongs to a connection that is gone (its number is still ours to free)."""

@@ -71,16 +71,7 @@ def fuse_errors(method):
         if self.config.trace_fuse:
             self._log(f"FUSE {name} {_show(args)}")
         try:
-            for attempt in range(_ATTEMPTS):
-                try:
-                    return await method(self, *args)
-                except ConnectionLost:
-                    # lost in flight: with reconnect, what can be asked twice is asked
-                    # again on the new connection (waiting for it, within its bound);
-                    # what cannot (a create, a remove: did it happen?) is EIO
-                    if not again or self.s.redial is None or attempt == _ATTEMPTS - 1:
-                        raise
-                    await self.s.wait_reconnected()
+            return await self._again_if_lost(again, method, self, *args)
         except pyfuse3.FUSEError:
             raise
         except OSError as e:
@@ -119,6 +110,18 @@ class P9Operations(pyfuse3.Operations):
         self._next_fh = 1
         self.nursery: trio.Nursery | None = None  # for read-ahead; set by the mount
         self.enable_writeback_cache = config.writeback
+
+    async def _again_if_lost(self, may_repeat: bool, fn, *args):
+        """fn(*args); if the connection was lost in flight and reconnect is on, what may
+        be sent twice is sent again on the new connection (waiting for it, within its
+        bound); what may not (a create, a remove: did it happen?) is EIO."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await fn(*args)
+            except ConnectionLost:
+                if not may_repeat or self.s.redial is None or attempt == _ATTEMPTS - 1:
+                    raise
+                await self.s.wait_reconnected()
 
     def counts(self) -> str:
         """What a leak would show in: inodes the kernel holds, fids the server holds for
@@ -450,16 +453,10 @@ class P9Operations(pyfuse3.Operations):
         """One Twrite with exactly these bytes when they fit in iounit (a ctl file reads
         one command per write), else several in flight."""
         h = self.handles[fh]
-        for attempt in range(_ATTEMPTS):
-            try:
-                return await self._write(h, off, buf)
-            except ConnectionLost:
-                # the same bytes at the same offset may be sent again; an append or a
-                # command to a synthetic file may not (did the first one land?)
-                if h.append or h.synthetic or self.s.redial is None or \
-                        attempt == _ATTEMPTS - 1:
-                    raise
-                await self.s.wait_reconnected()
+        # the same bytes at the same offset may be sent again; an append or a command
+        # to a synthetic file may not (did the first one land?)
+        return await self._again_if_lost(not (h.append or h.synthetic), self._write, h, off,
+                                         buf)
 
     async def _write(self, h: Handle, off: int, buf) -> int:
         fid = await self._open_fid(h)
