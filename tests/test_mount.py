@@ -212,6 +212,43 @@ def test_page_cache_is_dropped_when_the_file_changes():
             assert f.read() == b"second, longer version\n"
 
 
+def test_attributes_after_setattr_are_the_servers():
+    """chmod, chown and utime answer without a Tgetattr, so what the server did on its
+    own must still show at the next stat: root's chown drops the setuid bit on the
+    server, and ctime is the server's. Tar's owner, mode and times come through."""
+    with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname,
+                                                       ) as mnt:
+        local, remote = os.path.join(peer.export, "s"), os.path.join(mnt, "s")
+        with open(remote, "w") as f:
+            f.write("x")
+        os.chmod(remote, 0o4755)
+        assert S.S_IMODE(os.stat(remote).st_mode) == 0o4755
+        os.chown(remote, 0, 0)  # Linux drops S_ISUID on chown, even root's
+        assert S.S_IMODE(os.stat(local).st_mode) == 0o755
+        assert S.S_IMODE(os.stat(remote).st_mode) == 0o755
+        os.utime(remote, ns=(1_000_000_123, 2_000_000_456))
+        st, lst = os.stat(remote), os.stat(local)
+        assert (st.st_atime_ns, st.st_mtime_ns) == (1_000_000_123, 2_000_000_456)
+        assert st.st_ctime_ns == lst.st_ctime_ns
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "src")
+            os.mkdir(src)
+            for i, mode in enumerate((0o600, 0o644, 0o755, 0o2755)):
+                with open(os.path.join(src, f"f{i}"), "w") as f:
+                    f.write("y" * (i * 5000))
+                os.chmod(os.path.join(src, f"f{i}"), mode)
+                os.utime(os.path.join(src, f"f{i}"), (1_500_000_000 + i, 1_600_000_000 + i))
+            subprocess.run(["tar", "cf", os.path.join(tmp, "t.tar"), "-C", src, "."],
+                           check=True)
+            subprocess.run(["tar", "xf", os.path.join(tmp, "t.tar"), "-C", mnt], check=True)
+            for i, mode in enumerate((0o600, 0o644, 0o755, 0o2755)):
+                want = os.stat(os.path.join(src, f"f{i}"))
+                for got in (os.stat(os.path.join(mnt, f"f{i}")),
+                            os.stat(os.path.join(peer.export, f"f{i}"))):
+                    assert (S.S_IMODE(got.st_mode), got.st_mtime, got.st_size) == \
+                        (mode, want.st_mtime, want.st_size)
+
+
 def test_xattrs_through_the_mount():
     with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname) as mnt:
         path = os.path.join(mnt, "x")

@@ -16,7 +16,7 @@ import trio.testing
 from py9pfuse import proto as p
 from py9pfuse.client import ConnectionLost, P9Error, ServerError
 from py9pfuse.client.dial import Address
-from py9pfuse.client.fids import Fid
+from py9pfuse.client.fids import Fid, FidPool
 from py9pfuse.client.session import Session
 
 ROOT = p.Qid(p.QTDIR, 0, 1)
@@ -51,6 +51,26 @@ async def make_pair(nursery, dialect, msize=8192, **kw):
     s.root = Fid(s.fids.alloc(), ROOT)
     s.start_tasks(nursery)
     return s, Server(b, dialect)
+
+
+def test_fid_pool_numbers_and_generations():
+    """Lowest free number first; a number is ours from alloc to release; a number handed
+    out before a reconnect keeps generation 0, one after it the new generation."""
+    pool = FidPool()
+    a, b, c = pool.alloc(), pool.alloc(), pool.alloc()
+    assert (a, b, c) == (0, 1, 2) and pool.live == 3
+    pool.release(b)
+    assert not pool.owns(b) and pool.owns(a) and pool.owns(c) and not pool.owns(3)
+    assert not pool.owns(p.NOFID) and pool.gen_of(p.NOFID) == 0
+    pool.gen = 1  # a reconnect
+    assert pool.alloc() == b and pool.owns(b) and pool.live == 3
+    assert (pool.gen_of(a), pool.gen_of(b), pool.gen_of(c)) == (0, 1, 0)
+    pool.release(b)
+    pool.release(a)
+    assert pool.gen_of(a) == 1  # not ours: "now"
+    pool.gen = 2
+    assert pool.alloc() == a and pool.gen_of(a) == 2 and pool.alloc() == b
+    assert pool.gen_of(b) == 2 and pool.alloc() == 3 and pool.live == 4
 
 
 async def test_replies_in_any_order(pair, nursery):

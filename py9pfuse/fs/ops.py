@@ -60,6 +60,22 @@ class DirHandle:
     seen: int = 0  # the inode table's clock when the listing was read
 
 
+async def _together(*calls) -> list:
+    """Await the calls at once: the result of each, or the exception it raised."""
+    out: list = [None] * len(calls)
+
+    async def one(i, call):
+        try:
+            out[i] = await call()
+        except Exception as e:  # noqa: BLE001 - handed to the caller, who decides
+            out[i] = e
+
+    async with trio.open_nursery() as nursery:
+        for i, call in enumerate(calls):
+            nursery.start_soon(one, i, call)
+    return out
+
+
 def fuse_errors(method):
     """Turn the client's errors into the errno FUSE answers with (P9Error is an OSError)."""
     name = method.__name__
@@ -197,6 +213,11 @@ class P9Operations(pyfuse3.Operations):
         except BaseException:
             await self.s.clunk(fid)
             raise
+        return await self._know(parent, name, attr, fid)
+
+    async def _know(self, parent: Inode, name: str, attr: Attr, fid: Fid | None) -> Inode:
+        """Count a lookup of parent/name, whose attributes are attr and which fid (if
+        not None) was walked to."""
         was = self._where(self.table.inodes.get(self.table.ino_for(attr.qid)))
         node, _ = self.table.remember(attr, parent.ino, name)
         await self._keep_fid(node, fid, was)
@@ -207,7 +228,7 @@ class P9Operations(pyfuse3.Operations):
         return None if node is None else (node.parent, node.name, node.attr and
                                           S.S_IFMT(node.attr.mode))
 
-    async def _keep_fid(self, node: Inode, fid: Fid, was: tuple | None) -> None:
+    async def _keep_fid(self, node: Inode, fid: Fid | None, was: tuple | None) -> None:
         """fid was just walked to node's name: keep one walked fid per inode. If the
         inode was known under another name or type, its qid.path is being reused by a
         new file (diod on ext4 hands out a freed inode number at once) or the file was
@@ -215,9 +236,9 @@ class P9Operations(pyfuse3.Operations):
         if node.fid is None:
             node.fid = fid
         elif was is not None and was != self._where(node):
-            old, node.fid = node.fid, fid
+            old, node.fid = node.fid, fid  # None: walked again when next needed
             await self.s.clunk(old)
-        else:
+        elif fid is not None:
             await self.s.clunk(fid)
 
     # --- names
@@ -279,9 +300,17 @@ class P9Operations(pyfuse3.Operations):
             ch.mtime_ns = attr.st_mtime_ns
         fid = await self._fid(node)
         await self.fs.setattr(fid, ch)
-        node.attr = await self.fs.getattr(fid)
+        # What a Tsetattr did is known without a Tgetattr (tar sets the owner, mode and
+        # times of every file it makes: three round trips fewer a file). What the
+        # server adjusted itself (a setgid bit dropped, ctime) the kernel learns at
+        # its next stat: it is told to keep these attributes for no time.
+        guess = self.fs.predict(node.attr, ch) if node.attr is not None else None
+        node.attr = guess or await self.fs.getattr(fid)
         self._changed(node)
-        return self._entry(node)
+        e = self._entry(node)
+        if guess is not None:
+            e.attr_timeout = 0
+        return e
 
     @fuse_errors
     async def readlink(self, inode, ctx):
@@ -414,13 +443,27 @@ class P9Operations(pyfuse3.Operations):
         file; a name that exists is EEXIST from the server, which O_EXCL needs."""
         parent = self.table.get(parent_inode)
         name = os.fsdecode(name)
-        fid = await self.s.walk(await self._fid(parent), [])
+        dirfid = await self._fid(parent)
+        fid = await self.s.walk(dirfid, [])
         try:
             await self.fs.create(fid, name, flags, S.S_IMODE(mode))
+            # the new file's attributes through the open fid, and its name walked for
+            # the inode, at once: one round trip where there were two
+            walked, attr = await _together(lambda: self.s.walk(dirfid, [name]),
+                                           lambda: self.fs.getattr(fid))
+            if isinstance(walked, Exception) or (not isinstance(attr, Exception)
+                                                 and walked.qid.path != attr.qid.path):
+                if not isinstance(walked, Exception):  # another file took the name
+                    await self.s.clunk(walked)
+                walked = None  # the inode's fid is walked when first needed
+            if isinstance(attr, Exception):
+                if walked is not None:
+                    await self.s.clunk(walked)
+                raise attr
         except BaseException:
             await self.s.clunk(fid)
             raise
-        node = await self._learn(parent, name)
+        node = await self._know(parent, name, attr, walked)
         return self._file_info(node, fid, flags, created=True), self._entry(node)
 
     @fuse_errors
