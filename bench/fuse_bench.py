@@ -384,21 +384,25 @@ def delayed_read(peer, mib: int, server_warm: bool) -> dict:
         time.sleep(0.5)
         got = {}
         for window, opts in ((16, []), (1, ["window=1", "readahead=0"])):
-            with mounted(f"tcp!127.0.0.1!{port}", *opts, aname=peer.aname) as mnt:
-                if server_warm:
-                    read_file(local, MiB)
-                else:
-                    drop_caches()
-                path = os.path.join(mnt, "big.dat")
-                got[window] = mib / timed(lambda: read_file(path, MiB) if whole
-                                          else read_prefix(path, mib * MiB))
+            rates = []
+            for _ in range(3):  # the median of three: one read lasts under a second
+                with mounted(f"tcp!127.0.0.1!{port}", *opts, aname=peer.aname) as mnt:
+                    if server_warm:
+                        read_file(local, MiB)
+                    else:
+                        drop_caches()
+                    path = os.path.join(mnt, "big.dat")
+                    rates.append(mib / timed(lambda: read_file(path, MiB) if whole
+                                             else read_prefix(path, mib * MiB)))
+            got[window] = sorted(rates)[1]
     finally:
         proxy.terminate()
         proxy.wait(5)
     return {"workload": "+2 ms RTT, server " + ("warm" if server_warm else "cold")
             + ": default vs 1 in flight", "unit": "MiB/s",
             "fuse": got[16], "raw": got[1], "local": None,
-            "note": "raw column: the same mount with window=1,readahead=0"}
+            "note": "raw column: the same mount with window=1,readahead=0; each the median"
+                    " of three reads, each on a new mount"}
 
 
 def read_prefix(path: str, size: int) -> None:

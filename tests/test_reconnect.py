@@ -23,6 +23,7 @@ import time
 import pytest
 
 from mounts import foreground, is_mounted
+import peers
 from peers import _free_port, start_or_skip
 
 pytestmark = pytest.mark.peer
@@ -71,13 +72,15 @@ def _tcp_ready(port: int):
 
 
 @contextlib.contextmanager
-def diod_server():
+def diod_server(auth: bool = False):
+    """auth: diod requires MUNGE (munged must be running), as it does by default."""
     with start_or_skip("diod"):  # skips (or fails under make test) if diod is missing
         pass
     export = tempfile.mkdtemp(prefix="p9export-")
     port = _free_port()
     srv = Restartable(["diod", "-f", "-c", "/dev/null", "-l", f"127.0.0.1:{port}", "-e",
-                       export, "-L", "stderr", "-n"], _tcp_ready(port))
+                       export, "-L", "stderr"] + ([] if auth else ["-n"]),
+                      _tcp_ready(port))
     srv.start()
     try:
         yield srv, f"tcp!127.0.0.1!{port}", export
@@ -134,6 +137,30 @@ def test_large_read_goes_on_across_a_restart_with_the_right_bytes():
             log = m.log()
             assert _lines(log, "connection lost") == 1 and _lines(log, "reconnected") == 1, log
             assert "Traceback" not in log
+
+
+def test_reconnect_authenticates_again():
+    """diod requiring MUNGE, restarted: the new connection runs Tauth and the MUNGE
+    exchange again before its attach, and the mount reads and writes on."""
+    with peers.munged(), diod_server(auth=True) as (srv, address, export):
+        with open(os.path.join(export, "f"), "w") as f:
+            f.write("before")
+        with foreground(address, "reconnect=30", "auth=munge", "attr_timeout=0",
+                        aname=export) as m:
+            path = os.path.join(m.mnt, "f")
+            with open(path) as f:
+                assert f.read() == "before"
+            srv.kill()
+            srv.restart_later(1.0).join()
+            with open(path, "a") as f:  # a new open after the restart
+                f.write(", after")
+            with open(path) as f:
+                assert f.read() == "before, after"
+            log = m.log()
+            assert _lines(log, "connection lost") == 1 and _lines(log, "reconnected") == 1, log
+            assert "Traceback" not in log
+        with open(os.path.join(export, "f")) as f:
+            assert f.read() == "before, after"
 
 
 def test_acknowledged_writes_survive_a_restart():

@@ -114,6 +114,27 @@ async def test_more_requests_than_tags_all_finish(pair, nursery):
     assert sorted(s._free_tags) == [0, 1, 2]
 
 
+async def test_a_remove_cancelled_before_it_is_sent_keeps_the_fid_until_clunked(pair, nursery):
+    """A Tremove cancelled while it waits for a tag was never sent: the server still
+    holds the fid, so its number is not given out again until a Tclunk of it has been
+    answered (the fuzz campaign found the number freed at once, five seeds)."""
+    s, srv = pair
+    f = Fid(s.fids.alloc(), p.Qid(0, 0, 9))
+    free, s._free_tags = s._free_tags, []  # every tag busy
+    with trio.move_on_after(0.05):
+        await s.remove(f)
+    assert s.fids.owns(f.num)  # not freed: nobody told the server
+    s._free_tags = free
+    s._tag_waiters.unpark_all()
+    with trio.fail_after(5):
+        r = await srv.recv()
+    assert (r.NAME, r.fid) == ("Tclunk", f.num)
+    assert s.fids.owns(f.num)
+    await srv.send(p.Rclunk(), r.tag)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not s.fids.owns(f.num)
+
+
 async def test_waiters_for_a_tag_fail_when_the_connection_breaks(pair, nursery):
     s, srv = pair
     s._free_tags = []

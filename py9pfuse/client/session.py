@@ -183,6 +183,7 @@ class Session:
         self._done_with(flush)
         self._done_with(old)
         self._settle_for(old)
+
     def _fail(self, err: ConnectionLost) -> None:
         """The connection is gone: say so once, and wake every waiter with the error."""
         if self._broken is None:
@@ -590,35 +591,42 @@ class Session:
         if self.is_stale(fid):  # its server forgot it with the connection
             self.fids.release(fid.num)
             return
-        doubt = False
+        free = True
         try:
             with trio.CancelScope(shield=shield):
                 await self.rpc(m.Tclunk(fid.num))
         except BaseException as e:
-            doubt = self._settles(fid.num)  # given up on: _settle_for decides
-            if isinstance(e, NotSent):  # every tag busy: the server holds it for sure
-                doubt = True
-                self._settle(fid.num)
-            elif not isinstance(e, P9Error):
+            free = self._freed_by(fid.num, e)
+            if not isinstance(e, P9Error):
                 raise
         finally:
-            if not doubt and not self._broken:  # (in doubt: _settle_for decides)
+            if free and not self._broken:
                 self.fids.release(fid.num)
 
     async def remove(self, fid: Fid) -> None:
         """Tremove; the fid is clunked even when the remove fails (remove(5))."""
-        doubt = False
+        free = True
         try:
             await self.rpc(m.Tremove(fid.num))
         except BaseException as e:
-            doubt = self._settles(fid.num)  # as for clunk
-            if isinstance(e, NotSent):
-                doubt = True
-                self._settle(fid.num)
+            free = self._freed_by(fid.num, e)
             raise
         finally:
-            if not doubt and not self._broken:  # (in doubt: _settle_for decides)
+            if free and not self._broken:
                 self.fids.release(fid.num)
+
+    def _freed_by(self, num: int, e: BaseException) -> bool:
+        """A Tclunk or Tremove of fid `num` raised e: may the number be given out again?
+        Yes if the server answered it with an error (the fid is gone all the same). If
+        it was given up on once sent, _settle_for decides. If it was never sent (no tag
+        free in time, or cancelled while waiting for one), or answered with nonsense,
+        the server may still hold the fid: it is clunked again in the background."""
+        if self._settles(num):
+            return False
+        if isinstance(e, ServerError) or self._broken:
+            return True
+        self._settle(num)
+        return False
 
     def _settles(self, num: int) -> bool:
         """Was the request about fid `num` given up on after it was sent? Then its
