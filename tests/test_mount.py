@@ -249,6 +249,34 @@ def test_attributes_after_setattr_are_the_servers():
                         (mode, want.st_mtime, want.st_size)
 
 
+@pytest.mark.parametrize("cache", ["auto", "none"])
+def test_a_file_another_client_appends_to_shows_its_growth(cache):
+    """tail -f: a reader at the end of a file sees what another client appends, on the
+    same descriptor (the end of file once read ahead was kept and answered forever).
+    And a read again of what was read asks the server again under cache=none."""
+    with peers.start_or_skip("diod") as peer, mounted(peer.address, f"cache={cache}",
+                                                       aname=peer.aname) as mnt:
+        local = os.path.join(peer.export, "log")
+        with open(local, "w") as f:
+            f.write("line 1\n")
+        fd = os.open(os.path.join(mnt, "log"), os.O_RDONLY)
+        try:
+            assert os.read(fd, 1 << 16) == b"line 1\n"
+            assert os.read(fd, 1 << 16) == b""
+            for n in (2, 3):
+                with open(local, "a") as f:
+                    f.write(f"line {n}\n")
+                time.sleep(1.2)  # attr_timeout: the kernel asks for the new length
+                assert os.read(fd, 1 << 16) == f"line {n}\n".encode()
+                assert os.read(fd, 1 << 16) == b""
+            if cache == "none":
+                with open(local, "r+") as f:
+                    f.write("LINE")
+                assert os.pread(fd, 6, 0) == b"LINE 1"
+        finally:
+            os.close(fd)
+
+
 def test_xattrs_through_the_mount():
     with peers.start_or_skip("diod") as peer, mounted(peer.address, aname=peer.aname) as mnt:
         path = os.path.join(mnt, "x")

@@ -251,6 +251,53 @@ def test_bundled_server_restart_during_reads_and_listings():
             assert _lines(m.log(), "reconnected") == 1, m.log()
 
 
+def _make_exclusive(address: str, name: str, data: bytes) -> None:
+    """Tcreate name with DMEXCL (no mount can ask for that bit) and write data to it."""
+    import trio
+    from py9pfuse.client import connect
+    from py9pfuse.proto import DMEXCL, OWRITE
+    from py9pfuse.proto import messages as msg
+
+    async def run():
+        async with connect(address) as c:
+            s = c.session
+            fid = await s.walk(s.root, [])
+            try:
+                await s.rpc(msg.Tcreate(fid.num, name, DMEXCL | 0o666, OWRITE))
+                await s.rpc(msg.Twrite(fid.num, 0, data))
+            finally:
+                await s.clunk(fid)
+
+    trio.run(run)
+
+
+def test_an_exclusive_file_is_not_opened_again_after_a_restart():
+    """An exclusive file's open may belong to another client by now: its handle gets
+    EIO (and the log says why), while an ordinary file's handle reads on."""
+    with bundled() as (srv, address):
+        _make_exclusive(address, "excl", b"mine")
+        with foreground(address, "reconnect=30", "cache=none") as m:
+            ex = os.open(os.path.join(m.mnt, "excl"), os.O_RDONLY)
+            rd = os.open(os.path.join(m.mnt, "README"), os.O_RDONLY)
+            try:
+                assert os.pread(ex, 4, 0) == b"mine"
+                readme = os.pread(rd, 16, 0)
+                srv.kill()
+                srv.start()
+                _make_exclusive(address, "excl", b"mine")  # the new server has it too
+                assert os.pread(rd, 16, 0) == readme  # reconnected, opened again
+                with pytest.raises(OSError) as e:
+                    os.pread(ex, 4, 0)
+                assert e.value.errno == E.EIO
+                assert os.pread(rd, 16, 0) == readme
+            finally:
+                os.close(ex)
+                os.close(rd)
+            log = m.log()
+            assert "exclusive file" in log and _lines(log, "reconnected") == 1, log
+            assert "Traceback" not in log
+
+
 def test_without_reconnect_a_dead_server_is_eio_within_the_bound_and_umount_works():
     with diod_server() as (srv, address, export):
         with open(os.path.join(export, "f"), "w") as f:

@@ -61,8 +61,10 @@ class ReadAhead:
     def _in_order(self, off: int) -> bool:
         if off == self.next:
             return True
-        # the kernel's reads come two at a time: one may start beyond the other's end
-        return bool(self.chunks) and min(self.chunks) <= off <= max(self.chunks) + self.unit
+        # the kernel's reads come two at a time: one may start beyond the other's end.
+        # One that starts before where the last one ended reads again what was read: it
+        # asks the server again (another client may have changed it; cache=none).
+        return bool(self.chunks) and self.next <= off <= max(self.chunks) + self.unit
 
     def _want(self, start: int) -> _Chunk:
         ch = self.chunks.get(start)
@@ -126,8 +128,13 @@ class ReadAhead:
         self.streak += pos - off
         self.next = max(self.next, pos)
         low = min(self.reading, default=pos)
-        for start in [s for s in self.chunks if s + self.unit <= low]:
-            del self.chunks[start]  # consumed by every read under way
+        for start, ch in list(self.chunks.items()):
+            # consumed by every read under way; or a short one (the end of the file, as
+            # it was then) read to its end: the next read there asks the server again,
+            # since the file may have grown (a log another client appends to, tail -f)
+            if start + self.unit <= low or (ch.done.is_set() and len(ch.data) < self.unit
+                                            and start + len(ch.data) <= pos):
+                del self.chunks[start]
         return out[0] if len(out) == 1 else b"".join(out)
 
     async def close(self) -> None:
