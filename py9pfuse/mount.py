@@ -41,14 +41,7 @@ def _choice(*allowed):
     return conv
 
 
-def _seconds(v: str) -> float:
-    try:
-        n = float(v)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise options.OptionError(f"expected seconds (0 or more), not {v!r}")
-    return n
+_seconds = options.seconds("0 or more")
 
 
 MOUNT = {

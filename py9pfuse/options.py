@@ -54,14 +54,20 @@ def _positive(kind):
     return conv
 
 
-def _seconds_or_off(v: str) -> float:
-    try:
-        n = float(v)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise OptionError(f"expected seconds (0: off), not {v!r}")
-    return n
+def seconds(zero: str):
+    """A converter of seconds, 0 or more; `zero` says what 0 means, for the message."""
+    def conv(v: str) -> float:
+        try:
+            n = float(v)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise OptionError(f"expected seconds ({zero}), not {v!r}")
+        return n
+    return conv
+
+
+_seconds_or_off = seconds("0: off")
 
 
 def _reconnect(v: str) -> float:

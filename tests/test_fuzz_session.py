@@ -20,9 +20,7 @@ import trio.testing
 import fuzz_session as fz
 from py9pfuse import proto as p
 from py9pfuse.client import ConnectionLost, P9Error
-from py9pfuse.client.dial import Address
 from py9pfuse.client.fids import Fid
-from py9pfuse.client.session import Session
 
 CASES, SEED = 300, 1
 ROOT = p.Qid(p.QTDIR, 0, 1)
@@ -86,7 +84,7 @@ def test_campaign_finds_nothing(campaign, kind):
 
 
 # the far end of the stream: the scripted server of the session's unit tests
-from test_session_unit import Server as Far  # noqa: E402
+from test_session_unit import make_pair  # noqa: E402
 
 
 def spawn(nursery, fn, *args) -> None:
@@ -98,12 +96,8 @@ def spawn(nursery, fn, *args) -> None:
 
 
 def session(nursery, dialect=p.P9_2000, msize=8192, **kw):
-    a, b = trio.testing.memory_stream_pair()
-    kw = {"op_timeout": 0.5, "flush_timeout": 0.2, **kw}
-    s = Session(Address("test!server", "tcp"), a, dialect, msize, **kw)
-    s.root = Fid(s.fids.alloc(), ROOT)
-    s.start_tasks(nursery)
-    return s, Far(b, dialect)
+    """The unit tests' pair, with the campaign's short timeouts."""
+    return make_pair(nursery, dialect, msize, **{"op_timeout": 0.5, "flush_timeout": 0.2, **kw})
 
 
 @pytest.mark.parametrize("reply", [p.Rlerror(0xFFFFFFFF), p.Rerror(errno=1 << 31)])

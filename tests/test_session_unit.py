@@ -41,10 +41,10 @@ class Server:
 
 @pytest.fixture
 async def pair(nursery):
-    return await make_pair(nursery, p.P9_2000)
+    return make_pair(nursery, p.P9_2000)
 
 
-async def make_pair(nursery, dialect, msize=8192, **kw):
+def make_pair(nursery, dialect, msize=8192, **kw):
     a, b = trio.testing.memory_stream_pair()
     kw = {"op_timeout": 5, "flush_timeout": 1, **kw}
     s = Session(Address("test!server", "tcp"), a, dialect, msize, **kw)
@@ -212,7 +212,7 @@ async def test_timeout_flushes_then_says_etimedout(pair, nursery):
 
 
 async def test_missing_rflush_quarantines_the_tag(nursery):
-    s, srv = await make_pair(nursery, p.P9_2000, flush_timeout=0.2)
+    s, srv = make_pair(nursery, p.P9_2000, flush_timeout=0.2)
     with pytest.raises(P9Error):
         await s.rpc(p.Tread(1, 0, 1), timeout=0.1)
     tread = await srv.recv()
@@ -254,7 +254,7 @@ async def test_stray_and_wrong_replies(pair, nursery):
     (p.P9_2000_L, p.Rerror(errno=E.EEXIST), E.EEXIST),  # nfs-ganesha's type 107
 ])
 async def test_error_replies(nursery, dialect, reply, errno):
-    s, srv = await make_pair(nursery, dialect)
+    s, srv = make_pair(nursery, dialect)
     res = {}
 
     async def ask():
@@ -374,7 +374,7 @@ async def test_fid_numbers_come_back_only_after_rclunk(pair, nursery):
 
 
 async def test_large_read_keeps_a_window_in_flight_and_stops_at_a_short_piece(nursery):
-    s, srv = await make_pair(nursery, p.P9_2000, msize=1024 + p.IOHDRSZ, window=3)
+    s, srv = make_pair(nursery, p.P9_2000, msize=1024 + p.IOHDRSZ, window=3)
     f = Fid(5, p.Qid(0, 0, 9), iounit=0, mode=p.OREAD)
     res = {}
 
@@ -401,7 +401,7 @@ async def test_large_read_keeps_a_window_in_flight_and_stops_at_a_short_piece(nu
 
 
 async def test_large_write_is_split_by_iounit(nursery):
-    s, srv = await make_pair(nursery, p.P9_2000, msize=8192)
+    s, srv = make_pair(nursery, p.P9_2000, msize=8192)
     f = Fid(5, p.Qid(0, 0, 9), iounit=1000, mode=p.OWRITE)
     data = bytes(range(256)) * 10
     res = {}

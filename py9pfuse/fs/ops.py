@@ -451,14 +451,12 @@ class P9Operations(pyfuse3.Operations):
             # the inode, at once: one round trip where there were two
             walked, attr = await _together(lambda: self.s.walk(dirfid, [name]),
                                            lambda: self.fs.getattr(fid))
-            if isinstance(walked, Exception) or (not isinstance(attr, Exception)
-                                                 and walked.qid.path != attr.qid.path):
-                if not isinstance(walked, Exception):  # another file took the name
-                    await self.s.clunk(walked)
+            if isinstance(walked, Exception):
                 walked = None  # the inode's fid is walked when first needed
+            elif isinstance(attr, Exception) or walked.qid.path != attr.qid.path:
+                await self.s.clunk(walked)  # of no use, or another file took the name
+                walked = None
             if isinstance(attr, Exception):
-                if walked is not None:
-                    await self.s.clunk(walked)
                 raise attr
         except BaseException:
             await self.s.clunk(fid)
