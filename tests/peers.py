@@ -206,6 +206,33 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def pause(pgid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP a process group and return only once every thread of it has stopped.
+    kill(2) returns before that: the group stop spreads from the first thread woken,
+    and on a loaded machine another thread may still read and answer a request meanwhile."""
+    os.killpg(pgid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        running = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if int(f.read().rpartition(")")[2].split()[2]) != pgid:
+                        continue
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        if f.read().rpartition(")")[2].split()[0] not in "TtZX":
+                            running.append(tid)
+            except OSError:
+                continue
+        if not running:
+            return
+        assert time.monotonic() < deadline, f"threads {running} of group {pgid} did not stop"
+        time.sleep(0.01)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM the whole group, wait until every member is gone, SIGKILL if slow."""
     for sig, limit in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):

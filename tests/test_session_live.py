@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import py9pfuse
-from peers import PEER_NAMES, start_or_skip
+from peers import PEER_NAMES, pause, start_or_skip
 from py9pfuse import proto as p
 from py9pfuse.client import ConnectionLost, P9Error, SetAttr, ServerError, VersionError
 from py9pfuse.client.dial import parse
@@ -201,7 +201,7 @@ async def test_cancelled_read_is_flushed(diod):
         await fs.write_bytes("/f", b"data")
         s = fs.session
         async with fs.open("/f") as f:
-            os.killpg(diod.proc.pid, signal.SIGSTOP)
+            pause(diod.proc.pid)
 
             async def wake_diod():  # while the flushes wait for their Rflush
                 await trio.sleep(1)
@@ -229,7 +229,7 @@ async def test_server_killed_mid_request(diod):
         await fs.write_bytes("/f", b"data")
         s = fs.session
         async with fs.open("/f") as f:
-            os.killpg(diod.proc.pid, signal.SIGSTOP)
+            pause(diod.proc.pid)
 
             async def killer():
                 await trio.sleep(0.3)
