@@ -192,18 +192,27 @@ LOG {{ Default_Log_Level = EVENT; }}
     return [peers_python(), "-m", mod] + extra, f"unix!{os.path.join(tmp, 'py9p.sock')}", "", None
 
 
-def _group_alive(pgid: int) -> bool:
-    """Any non-zombie process left in the group? (reparented children are not ours to wait for)"""
+def _state(stat_path: str) -> list[str]:
+    """The fields of a /proc stat file after the command name: state, ppid, pgrp, ..."""
+    with open(stat_path) as f:
+        return f.read().rpartition(")")[2].split()
+
+
+def _group_members(pgid: int):
+    """(pid, state) of every process in the group, as /proc shows them now."""
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    state, _ppid, pgrp = f.read().rpartition(")")[2].split()[:3]
+                state, _ppid, pgrp = _state(f"/proc/{pid}/stat")[:3]
             except OSError:
                 continue
-            if int(pgrp) == pgid and state != "Z":
-                return True
-    return False
+            if int(pgrp) == pgid:
+                yield pid, state
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any non-zombie process left in the group? (reparented children are not ours to wait for)"""
+    return any(state != "Z" for _pid, state in _group_members(pgid))
 
 
 def pause(pgid: int, timeout: float = 5.0) -> None:
@@ -214,19 +223,10 @@ def pause(pgid: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         running = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if int(f.read().rpartition(")")[2].split()[2]) != pgid:
-                        continue
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                        if f.read().rpartition(")")[2].split()[0] not in "TtZX":
-                            running.append(tid)
-            except OSError:
-                continue
+        for pid, _ in _group_members(pgid):
+            with contextlib.suppress(OSError):  # the process or thread is gone
+                running += [tid for tid in os.listdir(f"/proc/{pid}/task")
+                            if _state(f"/proc/{pid}/task/{tid}/stat")[0] not in "TtZX"]
         if not running:
             return
         assert time.monotonic() < deadline, f"threads {running} of group {pgid} did not stop"
